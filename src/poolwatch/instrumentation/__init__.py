@@ -1,0 +1,1 @@
+"""In-process instrumentation: pool hooks -> pool state -> Prometheus / OpenTelemetry."""

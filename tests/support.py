@@ -1,0 +1,59 @@
+"""Shared test helpers: the real PostgreSQL under test and required-tool checks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from poolwatch.embedded import LocalPostgres
+
+REQUIRE_ALL = os.environ.get("POOLWATCH_REQUIRE_ALL") == "1"
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip with ``reason``; under POOLWATCH_REQUIRE_ALL=1 (CI) a missing part is a failure."""
+    if REQUIRE_ALL:
+        pytest.fail(f"POOLWATCH_REQUIRE_ALL=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_tool(name: str, *extra_dirs: str) -> str:
+    """Path of executable ``name`` (on PATH or in ``extra_dirs``), else skip/fail clearly."""
+    found = shutil.which(name)
+    if found:
+        return found
+    for directory in extra_dirs:
+        candidate = Path(directory) / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    skip_or_fail(f"`{name}` is not installed (apt-get install the package that ships it)")
+    raise AssertionError("unreachable")
+
+
+@dataclass
+class PgTarget:
+    """The PostgreSQL server tests talk to.
+
+    ``dsn`` is a libpq URL with superuser rights; ``local`` is the embedded server when
+    the tests started one (None when POOLWATCH_TEST_DSN points at an existing server).
+    """
+
+    dsn: str
+    local: LocalPostgres | None
+
+    def url(self, driver: str = "asyncpg") -> str:
+        """SQLAlchemy URL for this server with the given driver."""
+        for scheme in ("postgresql://", "postgres://"):
+            if self.dsn.startswith(scheme):
+                return f"postgresql+{driver}://" + self.dsn[len(scheme) :]
+        raise ValueError("POOLWATCH_TEST_DSN must start with postgresql://")
+
+    def need_local(self) -> LocalPostgres:
+        """The embedded server, for tests that restart it or edit pg_hba.conf."""
+        if self.local is None:
+            pytest.skip("needs the embedded server (POOLWATCH_TEST_DSN points elsewhere)")
+        return self.local
