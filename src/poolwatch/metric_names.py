@@ -95,8 +95,7 @@ POOL_CHECKOUTS = MetricSpec(
 POOL_CHECKINS = MetricSpec(
     "sqlalchemy_pool_checkins_total",
     "counter",
-    "Connections returned by the application (including ones reclaimed by the garbage "
-    "collector).",
+    "Connections returned by the application (including ones reclaimed by the garbage collector).",
     (POOL_LABEL,),
 )
 POOL_TIMEOUTS = MetricSpec(
@@ -114,7 +113,7 @@ POOL_CONNECT_ERRORS = MetricSpec(
 POOL_INVALIDATIONS = MetricSpec(
     "sqlalchemy_pool_invalidations_total",
     "counter",
-    "Connections invalidated, by reason (pre_ping, disconnect, soft, explicit).",
+    "Connections invalidated, by reason (pre_ping, disconnect, soft, explicit, error).",
     (POOL_LABEL, "reason"),
 )
 POOL_LEAKS = MetricSpec(
@@ -144,7 +143,7 @@ INSTRUMENTATION_METRICS: tuple[MetricSpec, ...] = (
     POOL_LEAKS,
 )
 
-INVALIDATION_REASONS: tuple[str, ...] = ("pre_ping", "disconnect", "soft", "explicit")
+INVALIDATION_REASONS: tuple[str, ...] = ("pre_ping", "disconnect", "soft", "explicit", "error")
 
 # Buckets resolve sub-millisecond waits and reach well past the default pool_timeout (30 s).
 DURATION_BUCKETS: tuple[float, ...] = (
@@ -168,4 +167,168 @@ DURATION_BUCKETS: tuple[float, ...] = (
     30.0,
     60.0,
     120.0,
+)
+
+
+# --- standalone exporter metrics (poolwatch-exporter) ---------------------------------------
+# Client backends only unless the HELP text says otherwise; label values are bounded (top-N
+# per label, the rest folded into "other"). The exporter's own session is never counted.
+
+OTHER_LABEL_VALUE = "other"
+
+PG_UP = MetricSpec(
+    "pg_up", "gauge", "1 when the last scrape reached the PostgreSQL server, 0 when it did not."
+)
+PG_MAX_CONNECTIONS = MetricSpec(
+    "pg_max_connections", "gauge", "The server's max_connections setting: the connection ceiling."
+)
+PG_RESERVED_CONNECTIONS = MetricSpec(
+    "pg_reserved_connections",
+    "gauge",
+    "Connection slots ordinary roles cannot use: superuser_reserved_connections plus "
+    "reserved_connections (PostgreSQL 16+).",
+)
+PG_SESSIONS = MetricSpec(
+    "pg_sessions",
+    "gauge",
+    "Client sessions now, by database, role, application_name and state "
+    "(state 'unknown' when the exporter's role may not see it).",
+    ("datname", "usename", "application_name", "state"),
+)
+PG_BACKENDS = MetricSpec(
+    "pg_backends",
+    "gauge",
+    "Server processes now by backend_type (client backends, autovacuum, walsender, ...).",
+    ("backend_type",),
+)
+PG_LOCK_WAITING_SESSIONS = MetricSpec(
+    "pg_lock_waiting_sessions",
+    "gauge",
+    "Client sessions waiting for a heavyweight lock now (wait_event_type = 'Lock').",
+    ("datname",),
+)
+PG_LOCK_WAIT_MAX_SECONDS = MetricSpec(
+    "pg_lock_wait_max_seconds",
+    "gauge",
+    "How long the longest current lock wait has lasted (pg_locks.waitstart on PostgreSQL 14+, "
+    "else since the waiting statement started).",
+    ("datname",),
+)
+PG_BLOCKED_SESSIONS = MetricSpec(
+    "pg_blocked_sessions",
+    "gauge",
+    "Client sessions blocked by another process now (pg_blocking_pids non-empty).",
+    ("datname",),
+)
+PG_BLOCKING_SESSIONS = MetricSpec(
+    "pg_blocking_sessions",
+    "gauge",
+    "Distinct processes (any backend type) that block at least one client session now, "
+    "by the blocker's database.",
+    ("datname",),
+)
+PG_IDLE_IN_TRANSACTION_SESSIONS = MetricSpec(
+    "pg_idle_in_transaction_sessions",
+    "gauge",
+    "Client sessions idle in transaction (aborted ones included) now.",
+    ("datname", "application_name"),
+)
+PG_IDLE_IN_TRANSACTION_MAX_IDLE_SECONDS = MetricSpec(
+    "pg_idle_in_transaction_max_idle_seconds",
+    "gauge",
+    "How long the longest idle-in-transaction session has been idle (since state_change).",
+    ("datname", "application_name"),
+)
+PG_IDLE_IN_TRANSACTION_MAX_AGE_SECONDS = MetricSpec(
+    "pg_idle_in_transaction_max_age_seconds",
+    "gauge",
+    "Age of the oldest transaction among idle-in-transaction sessions (since xact_start).",
+    ("datname", "application_name"),
+)
+PG_IDLE_IN_TRANSACTION_STALE_SESSIONS = MetricSpec(
+    "pg_idle_in_transaction_stale_sessions",
+    "gauge",
+    "Client sessions idle in transaction for longer than the exporter's stale threshold "
+    "(--idle-in-transaction.stale-threshold, 5 s by default).",
+    ("datname",),
+)
+PG_TRANSACTION_MAX_AGE_SECONDS = MetricSpec(
+    "pg_transaction_max_age_seconds",
+    "gauge",
+    "Age of the oldest open transaction (since xact_start), by session state.",
+    ("datname", "state"),
+)
+PG_QUERY_MAX_AGE_SECONDS = MetricSpec(
+    "pg_query_max_age_seconds",
+    "gauge",
+    "How long the longest-running active query has been running (since query_start).",
+    ("datname",),
+)
+EXPORTER_BUILD_INFO = MetricSpec(
+    "poolwatch_exporter_build_info",
+    "gauge",
+    "Always 1; labels say which poolwatch-exporter and Python are running.",
+    ("version", "python_version"),
+)
+EXPORTER_SCRAPE_DURATION = MetricSpec(
+    "poolwatch_exporter_scrape_duration_seconds",
+    "gauge",
+    "Duration of the last database scrape (connect if needed + the one query).",
+)
+EXPORTER_SCRAPE_ERRORS = MetricSpec(
+    "poolwatch_exporter_scrape_errors_total",
+    "counter",
+    "Database scrapes that failed (server unreachable, timeout, error), skipped ones included.",
+)
+EXPORTER_QUERIES = MetricSpec(
+    "poolwatch_exporter_queries_total",
+    "counter",
+    "Queries the exporter sent to the server (concurrent HTTP scrapes share one).",
+)
+EXPORTER_CONNECTIONS_OPENED = MetricSpec(
+    "poolwatch_exporter_connections_opened_total",
+    "counter",
+    "Database connections the exporter opened (1 plus one per reconnect).",
+)
+EXPORTER_SNAPSHOT_AGE = MetricSpec(
+    "poolwatch_exporter_snapshot_age_seconds",
+    "gauge",
+    "Age of the database snapshot served (> 0 when served from cache by --scrape.min-interval).",
+)
+EXPORTER_SEES_ALL_SESSIONS = MetricSpec(
+    "poolwatch_exporter_sees_all_sessions",
+    "gauge",
+    "1 when the exporter's role may see every session's state (superuser, pg_monitor or "
+    "pg_read_all_stats), 0 when other roles' sessions are hidden from it.",
+)
+EXPORTER_HIDDEN_SESSIONS = MetricSpec(
+    "poolwatch_exporter_hidden_sessions",
+    "gauge",
+    "Client sessions whose state the exporter's role may not see (counted as state 'unknown').",
+)
+
+EXPORTER_METRICS: tuple[MetricSpec, ...] = (
+    PG_UP,
+    PG_MAX_CONNECTIONS,
+    PG_RESERVED_CONNECTIONS,
+    PG_SESSIONS,
+    PG_BACKENDS,
+    PG_LOCK_WAITING_SESSIONS,
+    PG_LOCK_WAIT_MAX_SECONDS,
+    PG_BLOCKED_SESSIONS,
+    PG_BLOCKING_SESSIONS,
+    PG_IDLE_IN_TRANSACTION_SESSIONS,
+    PG_IDLE_IN_TRANSACTION_MAX_IDLE_SECONDS,
+    PG_IDLE_IN_TRANSACTION_MAX_AGE_SECONDS,
+    PG_IDLE_IN_TRANSACTION_STALE_SESSIONS,
+    PG_TRANSACTION_MAX_AGE_SECONDS,
+    PG_QUERY_MAX_AGE_SECONDS,
+    EXPORTER_BUILD_INFO,
+    EXPORTER_SCRAPE_DURATION,
+    EXPORTER_SCRAPE_ERRORS,
+    EXPORTER_QUERIES,
+    EXPORTER_CONNECTIONS_OPENED,
+    EXPORTER_SNAPSHOT_AGE,
+    EXPORTER_SEES_ALL_SESSIONS,
+    EXPORTER_HIDDEN_SESSIONS,
 )

@@ -1,4 +1,151 @@
-"""Placeholder replaced in the next commit."""
-class PoolInstrumentation: ...
-def instrument(*a, **k): ...
-def uninstrument(*a, **k): ...
+"""``poolwatch.instrument`` / ``poolwatch.uninstrument``: the public entry points."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry
+from sqlalchemy.engine import Engine
+
+from poolwatch.instrumentation import hooks
+from poolwatch.instrumentation.leaks import reaper
+from poolwatch.instrumentation.naming import default_pool_name
+from poolwatch.instrumentation.prometheus import (
+    PoolCollector,
+    collector_for,
+    release_collector,
+)
+from poolwatch.instrumentation.stats import PoolStats
+from poolwatch.instrumentation.tracker import PoolTracker
+
+logger = logging.getLogger("poolwatch")
+_lock = threading.Lock()
+
+
+class PoolInstrumentation:
+    """Handle returned by :func:`instrument`; :meth:`close` undoes it.
+
+    Attributes:
+        name: the ``pool`` label value of this pool's series.
+        tracker: the live bookkeeping (for tests and advanced use).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        tracker: PoolTracker,
+        registry: CollectorRegistry,
+        collector: PoolCollector,
+    ) -> None:
+        self.engine = engine
+        self.tracker = tracker
+        self.name = tracker.name
+        self._registry = registry
+        self._collector = collector
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` (or :func:`uninstrument`) ran."""
+        return self.tracker.closed
+
+    def close(self) -> None:
+        """Remove every hook and listener and every series of this pool. Idempotent."""
+        with _lock:
+            tracker = self.tracker
+            if tracker.closed:
+                return
+            tracker.closed = True
+            pool = self.engine.pool
+            hooks.detach(pool, tracker)
+            reaper.remove(tracker)
+            self._collector.remove(tracker)
+            release_collector(self._registry, self._collector)
+            _handles.pop(id(self.engine), None)
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "active"
+        return f"<PoolInstrumentation pool={self.name!r} {state}>"
+
+
+_handles: dict[int, PoolInstrumentation] = {}
+
+
+def _sync_engine(engine: Any) -> Engine:
+    sync_engine = getattr(engine, "sync_engine", engine)  # AsyncEngine -> its Engine
+    if not isinstance(sync_engine, Engine):
+        raise TypeError(
+            "poolwatch.instrument() expects a SQLAlchemy Engine or AsyncEngine, "
+            f"got {type(engine).__name__}"
+        )
+    return sync_engine
+
+
+def instrument(
+    engine: Any,
+    *,
+    name: str | None = None,
+    registry: CollectorRegistry | None = None,
+    leak_threshold: float | None = None,
+) -> PoolInstrumentation:
+    """Export the connection pool of ``engine`` (an ``AsyncEngine`` or ``Engine``).
+
+    Args:
+        engine: the engine whose pool to watch. ``engine.dispose()`` later is fine: the
+            replacement pool is watched too.
+        name: the ``pool`` label; defaults to ``driver://host:port/database`` (no
+            credentials).
+        registry: the prometheus_client registry to export to (default: the global one).
+        leak_threshold: seconds; a connection held longer is counted once in
+            ``sqlalchemy_pool_leaks_total`` and logged (WARNING, logger ``poolwatch``) with
+            the file:line and function that checked it out, and the route when
+            :class:`poolwatch.asgi.RouteMiddleware` is installed.
+
+    Returns:
+        A :class:`PoolInstrumentation` handle; ``handle.close()`` undoes everything.
+        Instrumenting the same engine again returns the existing handle.
+
+    Example::
+
+        engine = create_async_engine(url, pool_size=10, max_overflow=5, pool_timeout=10)
+        poolwatch.instrument(engine, name="primary", leak_threshold=30)
+    """
+    sync_engine = _sync_engine(engine)
+    if leak_threshold is not None and leak_threshold <= 0:
+        raise ValueError("leak_threshold must be a positive number of seconds (or None)")
+    registry = REGISTRY if registry is None else registry
+    with _lock:
+        existing = _handles.get(id(sync_engine))
+        if existing is not None and not existing.closed and existing.engine is sync_engine:
+            return existing
+        collector = collector_for(registry)
+        label = name or default_pool_name(sync_engine.url)
+        taken = collector.names_in_use()
+        if label in taken:
+            suffix = 2
+            while f"{label}#{suffix}" in taken:
+                suffix += 1
+            logger.warning(
+                "poolwatch: pool name %r is already exported; using %r (pass name=...)",
+                label,
+                f"{label}#{suffix}",
+            )
+            label = f"{label}#{suffix}"
+        tracker = PoolTracker(sync_engine, PoolStats(label), leak_threshold=leak_threshold)
+        hooks.attach(sync_engine.pool, tracker)
+        collector.add(tracker)
+        if leak_threshold is not None:
+            reaper.add(tracker)
+        handle = PoolInstrumentation(sync_engine, tracker, registry, collector)
+        _handles[id(sync_engine)] = handle
+        return handle
+
+
+def uninstrument(engine: Any) -> None:
+    """Undo :func:`instrument` for ``engine``: no hooks, no listeners, no series left."""
+    sync_engine = _sync_engine(engine)
+    with _lock:
+        handle = _handles.get(id(sync_engine))
+    if handle is not None and handle.engine is sync_engine:
+        handle.close()

@@ -1,0 +1,132 @@
+"""ASGI helpers: a ``/metrics`` endpoint that keeps exposition off the event loop, and a
+middleware that tells leak reports which route held a connection.
+
+Neither needs Starlette or FastAPI; both are plain ASGI, so they mount anywhere::
+
+    app = FastAPI()
+    app.mount("/metrics", poolwatch.metrics_app())
+    app.add_middleware(poolwatch.RouteMiddleware)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import os
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qs
+
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from poolwatch.instrumentation.context import current_scope
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def _registry_for_scrape(registry: CollectorRegistry | None) -> CollectorRegistry:
+    if registry is not None:
+        return registry
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Multiprocess mode: every scrape aggregates all workers' files afresh.
+        from prometheus_client import multiprocess
+
+        fresh = CollectorRegistry()
+        multiprocess.MultiProcessCollector(fresh)  # type: ignore[no-untyped-call]
+        return fresh
+    return REGISTRY
+
+
+def render_metrics(
+    registry: CollectorRegistry | None,
+    accept: str,
+    accept_encoding: str,
+    names: list[str] | None = None,
+) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """Body and headers of one scrape, using prometheus_client's own encoders."""
+    target = _registry_for_scrape(registry)
+    if names:
+        target = target.restricted_registry(names)  # type: ignore[assignment]
+    encoder, content_type = choose_encoder(accept)
+    body = encoder(target)
+    headers = [(b"content-type", content_type.encode())]
+    if "gzip" in accept_encoding:
+        body = gzip.compress(body, compresslevel=1)
+        headers.append((b"content-encoding", b"gzip"))
+    return body, headers
+
+
+def metrics_app(registry: CollectorRegistry | None = None) -> ASGIApp:
+    """An ASGI app serving Prometheus metrics (text or OpenMetrics, gzip when asked).
+
+    Exposition runs in a worker thread, so a scrape never stalls the event loop. With
+    ``registry=None`` it serves the global registry, or, when ``PROMETHEUS_MULTIPROC_DIR``
+    is set, every worker process's metrics aggregated.
+    """
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        if scope.get("method") not in ("GET", "HEAD"):
+            await _respond(send, 405, b"method not allowed\n", [(b"allow", b"GET, HEAD")])
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        body, extra = await asyncio.get_running_loop().run_in_executor(
+            None,
+            render_metrics,
+            registry,
+            headers.get("accept", ""),
+            headers.get("accept-encoding", ""),
+            query.get("name[]"),
+        )
+        if scope.get("method") == "HEAD":
+            body = b""
+        await _respond(send, 200, body, extra)
+
+    return app
+
+
+async def _respond(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class RouteMiddleware:
+    """ASGI middleware: leak reports name the route (template, never the raw path).
+
+    It records nothing on its own and costs one context-variable set per request.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        token = current_scope.set(scope)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            current_scope.reset(token)

@@ -1,0 +1,87 @@
+"""Find the application line that checked a connection out, cheaply.
+
+Under an ``AsyncEngine`` the pool runs inside SQLAlchemy's greenlet, so the Python stack
+seen from a pool hook ends at ``greenlet_spawn``; the application's coroutine frames live
+on the *parent* greenlet (the one running the event loop), suspended at the switch. We
+walk from there. Whether a code object belongs to a library is cached per code object, so
+a walk is a handful of dict lookups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import sysconfig
+import threading
+from types import CodeType, FrameType
+
+import sqlalchemy
+
+try:  # greenlet is what SQLAlchemy's asyncio layer runs on; sync-only installs may lack it
+    from greenlet import getcurrent as _getcurrent  # type: ignore[import-untyped]
+except ImportError:  # pragma: no cover - exercised only without greenlet
+    _getcurrent = None
+
+import poolwatch
+
+_LIBRARY_DIRS: tuple[str, ...] = tuple(
+    os.path.dirname(os.path.abspath(m.__file__ or "")) + os.sep
+    for m in (sqlalchemy, poolwatch, asyncio, contextlib, threading)
+)
+_STDLIB = sysconfig.get_paths().get("stdlib", "") + os.sep
+_INTERNAL_PREFIXES: tuple[str, ...] = (*_LIBRARY_DIRS, "<frozen ")
+# Web frameworks sit between the event loop and the handler; skip them as well.
+_INTERNAL_PACKAGES = ("starlette", "fastapi", "anyio", "uvicorn", "greenlet")
+
+_internal_cache: dict[CodeType, bool] = {}
+_MAX_DEPTH = 64
+
+
+def _is_internal(code: CodeType) -> bool:
+    internal = _internal_cache.get(code)
+    if internal is None:
+        filename = code.co_filename
+        in_stdlib = (
+            filename.startswith(_STDLIB)
+            and "site-packages" not in filename
+            and "dist-packages" not in filename
+        )
+        internal = (
+            in_stdlib
+            or filename.startswith(_INTERNAL_PREFIXES)
+            or any(f"{os.sep}{pkg}{os.sep}" in filename for pkg in _INTERNAL_PACKAGES)
+        )
+        _internal_cache[code] = internal
+    return internal
+
+
+def _first_user_frame(frame: FrameType | None) -> FrameType | None:
+    depth = 0
+    while frame is not None and depth < _MAX_DEPTH:
+        if not _is_internal(frame.f_code):
+            return frame
+        frame = frame.f_back
+        depth += 1
+    return None
+
+
+def capture_callsite() -> tuple[str, int, str] | None:
+    """``(file, line, function)`` of the innermost application frame, or None."""
+    frame = _first_user_frame(sys._getframe(1))
+    if frame is None and _getcurrent is not None:
+        # Inside SQLAlchemy's greenlet: continue on the suspended parent greenlet.
+        parent = _getcurrent().parent
+        if parent is not None:
+            frame = _first_user_frame(parent.gr_frame)
+    if frame is None:
+        return None
+    return (frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name)
+
+
+def format_callsite(site: tuple[str, int, str] | None) -> str:
+    """``file:line in function`` (or ``unknown location``)."""
+    if site is None:
+        return "unknown location"
+    return f"{site[0]}:{site[1]} in {site[2]}"

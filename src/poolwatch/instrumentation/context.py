@@ -1,0 +1,28 @@
+"""The current request's route, for leak reports (set by :class:`poolwatch.asgi.RouteMiddleware`).
+
+The middleware stores the ASGI ``scope`` in a context variable before the router runs;
+Starlette/FastAPI's router later writes the matched route into that same dict, so at
+checkout time we can name the route *template* (``/items/{item_id}``), never the raw path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from contextvars import ContextVar
+from typing import Any
+
+current_scope: ContextVar[MutableMapping[str, Any] | None] = ContextVar(
+    "poolwatch_current_scope", default=None
+)
+
+
+def current_route() -> str | None:
+    """``"METHOD /template"`` of the request being served, or None outside a request."""
+    scope = current_scope.get()
+    if scope is None:
+        return None
+    path = getattr(scope.get("route"), "path", None)
+    if not isinstance(path, str):
+        return None
+    method = scope.get("method")
+    return f"{method} {path}" if method else path

@@ -1,0 +1,140 @@
+"""Per-pool bookkeeping written on the hot path and read at scrape time.
+
+Everything here is plain Python state behind one uncontended lock: a checkout or checkin
+costs a lock round-trip, a ``bisect`` and a few integer additions. Exporters (the
+Prometheus collector, OpenTelemetry observers, the multiprocess writer) read snapshots of
+it when they are asked, so the application never pays for exposition.
+"""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_left
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from poolwatch.metric_names import DURATION_BUCKETS
+
+
+class Histogram:
+    """A fixed-bucket histogram: per-bucket counts (not cumulative), sum and count.
+
+    Not thread-safe on its own: :class:`PoolStats` calls it under its lock.
+    """
+
+    __slots__ = ("bounds", "counts", "exemplars", "sum")
+
+    def __init__(self, bounds: Sequence[float] = DURATION_BUCKETS) -> None:
+        self.bounds: tuple[float, ...] = tuple(bounds)
+        self.counts: list[int] = [0] * (len(self.bounds) + 1)  # last one is +Inf
+        self.sum = 0.0
+        # Latest exemplar per bucket: (labels, value, unix timestamp) or None.
+        self.exemplars: list[tuple[dict[str, str], float, float] | None] = [None] * len(self.counts)
+
+    def observe(self, value: float) -> int:
+        """Add one observation; returns the index of the bucket it landed in."""
+        index = bisect_left(self.bounds, value)
+        self.counts[index] += 1
+        self.sum += value
+        return index
+
+    @property
+    def count(self) -> int:
+        """Number of observations."""
+        return sum(self.counts)
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """``[(le, cumulative count), ...]`` ending with ``("+Inf", count)``."""
+        out: list[tuple[str, int]] = []
+        running = 0
+        for bound, n in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += n
+            out.append(("+Inf" if bound == float("inf") else _fmt(bound), running))
+        return out
+
+    def copy(self) -> Histogram:
+        """A snapshot (taken under the owner's lock)."""
+        other = Histogram.__new__(Histogram)
+        other.bounds = self.bounds
+        other.counts = list(self.counts)
+        other.sum = self.sum
+        other.exemplars = list(self.exemplars)
+        return other
+
+
+def _fmt(bound: float) -> str:
+    return repr(float(bound))
+
+
+@dataclass(slots=True)
+class Checkout:
+    """One connection currently lent out: when, and (with leak detection) from where."""
+
+    started: float  # time.perf_counter() when the caller asked for it
+    acquired: float  # time.perf_counter() when the caller got it
+    callsite: tuple[str, int, str] | None = None  # (file, line, function) of user code
+    route: str | None = None  # ASGI route template, when the middleware is on
+    leak_reported: bool = False
+
+
+@dataclass
+class StatsSnapshot:
+    """A consistent copy of one pool's counters and histograms."""
+
+    checkouts: int
+    checkins: int
+    timeouts: int
+    connect_errors: int
+    leaks: int
+    waiting: int
+    invalidations: dict[str, int]
+    checkout_duration: Histogram
+    hold_duration: Histogram
+    connect_duration: Histogram
+    checked_out_tracked: int
+    oldest_checkout_age: float
+
+
+@dataclass
+class PoolStats:
+    """Counters, histograms and the live checkout table of one instrumented pool."""
+
+    name: str
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    checkouts: int = 0
+    checkins: int = 0
+    timeouts: int = 0
+    connect_errors: int = 0
+    leaks: int = 0
+    waiting: int = 0
+    invalidations: dict[str, int] = field(default_factory=dict)
+    checkout_duration: Histogram = field(default_factory=Histogram)
+    hold_duration: Histogram = field(default_factory=Histogram)
+    connect_duration: Histogram = field(default_factory=Histogram)
+    # ConnectionPoolEntry -> Checkout, for every connection lent out now.
+    active: dict[Any, Checkout] = field(default_factory=dict)
+
+    def snapshot(self, now: float) -> StatsSnapshot:
+        """Copy everything under the lock (``now`` is a ``time.perf_counter()`` value)."""
+        with self.lock:
+            oldest = min((c.acquired for c in self.active.values()), default=None)
+            return StatsSnapshot(
+                checkouts=self.checkouts,
+                checkins=self.checkins,
+                timeouts=self.timeouts,
+                connect_errors=self.connect_errors,
+                leaks=self.leaks,
+                waiting=self.waiting,
+                invalidations=dict(self.invalidations),
+                checkout_duration=self.checkout_duration.copy(),
+                hold_duration=self.hold_duration.copy(),
+                connect_duration=self.connect_duration.copy(),
+                checked_out_tracked=len(self.active),
+                oldest_checkout_age=0.0 if oldest is None else max(0.0, now - oldest),
+            )
+
+    def count_invalidation(self, reason: str) -> None:
+        """One more invalidation for ``reason``."""
+        with self.lock:
+            self.invalidations[reason] = self.invalidations.get(reason, 0) + 1
