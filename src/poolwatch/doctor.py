@@ -1,0 +1,602 @@
+"""``poolwatch doctor``: the sizing guides' common mistakes, checked against a real server.
+
+Each check looks at the application's pool settings (given as flags, or read from an
+importable engine) and at what the server reports, and returns a :class:`Check` with a
+status (``ok``, ``warn`` or ``fail``), what it saw, and the fix. Example::
+
+    facts = asyncio.run(read_server_facts("postgresql://app@db/shop"))
+    for check in run_checks(PoolSettings(pool_size=20, workers=8), facts, DoctorOptions()):
+        print(check.status, check.summary)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import math
+import re
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from poolwatch.sizing import MIN_ADMIN_SLOTS
+
+#: Seed 002: recycle connections at 75 % of the proxy's idle timeout.
+RECYCLE_FRACTION = 0.75
+#: Seeds 002/003: a session idle in transaction for longer than this is a problem.
+IDLE_IN_TRANSACTION_THRESHOLD = 5.0
+#: Seed 003: "prefer 5-10 s as a baseline" for pool_timeout.
+POOL_TIMEOUT_BASELINE = 10.0
+
+SERVER_FACTS_SQL = """
+SELECT current_setting('server_version') AS server_version,
+       current_setting('max_connections')::int AS max_connections,
+       current_setting('superuser_reserved_connections')::int AS superuser_reserved,
+       coalesce(current_setting('reserved_connections', true), '0')::int AS reserved_connections,
+       (SELECT setting::bigint FROM pg_settings
+         WHERE name = 'idle_in_transaction_session_timeout') AS idle_in_transaction_timeout_ms,
+       (SELECT setting::bigint FROM pg_settings WHERE name = 'statement_timeout')
+         AS statement_timeout_ms,
+       (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int
+         AS client_connections,
+       current_database() AS database,
+       current_user AS role,
+       (pg_has_role(current_user, 'pg_read_all_stats', 'member')
+         OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)) AS sees_all_sessions
+"""
+
+IDLE_IN_TRANSACTION_SQL = """
+SELECT pid, coalesce(usename, '') AS usename, coalesce(datname, '') AS datname,
+       coalesce(application_name, '') AS application_name, state,
+       extract(epoch FROM now() - state_change)::float8 AS idle_seconds,
+       extract(epoch FROM now() - xact_start)::float8 AS transaction_seconds
+FROM pg_stat_activity
+WHERE state IN ('idle in transaction', 'idle in transaction (aborted)')
+  AND pid <> pg_backend_pid()
+ORDER BY state_change
+"""
+
+
+class DoctorError(RuntimeError):
+    """An expected failure (bad input, server unreachable): one readable line."""
+
+
+# --- DSNs ------------------------------------------------------------------------------------
+
+
+def redact_dsn(dsn: str) -> str:
+    """``dsn`` with any password replaced by ``***`` (URL or libpq keyword form)."""
+    if "://" not in dsn:
+        return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", dsn, flags=re.IGNORECASE)
+    parts = urlsplit(dsn)
+    netloc = parts.netloc
+    if "@" in netloc:
+        auth, host = netloc.rsplit("@", 1)
+        if ":" in auth:
+            auth = auth.split(":", 1)[0] + ":***"
+        netloc = f"{auth}@{host}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        pairs = [(k, "***" if k.lower() == "password" else v) for k, v in pairs]
+        query = urlencode(pairs, safe="/")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def libpq_dsn(dsn: str) -> str:
+    """``dsn`` as a plain ``postgresql://`` URL (drops a SQLAlchemy ``+driver`` suffix)."""
+    match = re.match(r"^(postgres(?:ql)?)(\+\w+)?://", dsn)
+    if not match:
+        raise DoctorError(
+            f"--dsn must be a postgresql:// URL, got {redact_dsn(dsn)!r} "
+            "(e.g. postgresql://user@host:5432/dbname)"
+        )
+    return "postgresql://" + dsn[match.end() :]
+
+
+# --- what the server says --------------------------------------------------------------------
+
+
+@dataclass
+class IdleInTransaction:
+    """One session idle in transaction right now."""
+
+    pid: int
+    usename: str
+    datname: str
+    application_name: str
+    state: str
+    idle_seconds: float
+    transaction_seconds: float
+
+
+@dataclass
+class ServerFacts:
+    """Limits, timeouts and current sessions, as one new session of the given role sees them."""
+
+    server_version: str
+    max_connections: int
+    superuser_reserved: int
+    reserved_connections: int
+    idle_in_transaction_timeout_ms: int
+    statement_timeout_ms: int
+    client_connections: int
+    database: str
+    role: str
+    sees_all_sessions: bool
+    idle_in_transaction: list[IdleInTransaction] = field(default_factory=list)
+
+    @property
+    def reserved(self) -> int:
+        """Slots ordinary roles cannot use (superuser + ``reserved_connections`` on 16+)."""
+        return self.superuser_reserved + self.reserved_connections
+
+    @property
+    def usable(self) -> int:
+        """Connections an ordinary application role can open in total."""
+        return self.max_connections - self.reserved
+
+
+Fetch = Callable[[str], Awaitable[list[dict[str, Any]]]]
+
+
+async def collect_facts(fetch: Fetch) -> ServerFacts:
+    """Run the doctor's two read-only queries through ``fetch`` (SQL -> rows as dicts)."""
+    rows = await fetch(SERVER_FACTS_SQL)
+    facts = ServerFacts(**{k: v for k, v in rows[0].items()})
+    facts.sees_all_sessions = bool(facts.sees_all_sessions)
+    facts.idle_in_transaction = [
+        IdleInTransaction(**r) for r in await fetch(IDLE_IN_TRANSACTION_SQL)
+    ]
+    return facts
+
+
+async def read_server_facts(dsn: str, timeout: float = 10.0) -> ServerFacts:
+    """Connect to ``dsn`` with asyncpg (read-only, one session) and collect :class:`ServerFacts`."""
+    try:
+        import asyncpg
+    except ImportError as exc:  # pragma: no cover - depends on installed extras
+        raise DoctorError(
+            "reading the server needs asyncpg: pip install 'poolwatch[exporter]'"
+        ) from exc
+    url = libpq_dsn(dsn)
+    try:
+        conn = await asyncpg.connect(
+            url, timeout=timeout, server_settings={"application_name": "poolwatch-doctor"}
+        )
+    except Exception as exc:
+        raise DoctorError(f"cannot connect to {redact_dsn(dsn)}: {_describe(exc)}") from exc
+    try:
+
+        async def fetch(sql: str) -> list[dict[str, Any]]:
+            return [dict(r) for r in await conn.fetch(sql, timeout=timeout)]
+
+        return await collect_facts(fetch)
+    except Exception as exc:
+        raise DoctorError(f"query failed on {redact_dsn(dsn)}: {_describe(exc)}") from exc
+    finally:
+        await conn.close()
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+# --- what the application uses ---------------------------------------------------------------
+
+
+@dataclass
+class PoolSettings:
+    """The application's pool settings; the defaults are SQLAlchemy's own."""
+
+    pool_size: int = 5
+    max_overflow: int = 10
+    pool_timeout: float = 30.0
+    pool_recycle: float | None = None
+    pool_pre_ping: bool = False
+    workers: int = 1
+    driver: str = "asyncpg"
+    prepared_statements: bool = True
+    source: str = "flags"
+    poolclass: str = "QueuePool"
+
+
+def load_engine(spec: str) -> Any:
+    """Import ``module:attr`` (the current directory is importable) and return the object."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise DoctorError(
+            f"--engine must look like module:attribute (e.g. myapp.db:engine), got {spec!r}"
+        )
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except Exception as exc:
+        raise DoctorError(f"cannot import {module_name!r} for --engine: {_describe(exc)}") from exc
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise DoctorError(f"{module_name!r} has no attribute {attr!r} (from --engine {spec})")
+        obj = getattr(obj, part)
+    if not hasattr(obj, "pool") and not hasattr(obj, "sync_engine"):
+        raise DoctorError(f"--engine {spec} is a {type(obj).__name__}, not a SQLAlchemy engine")
+    return obj
+
+
+def settings_from_engine(engine: Any, workers: int, spec: str) -> PoolSettings:
+    """Read pool_size, max_overflow, pool_timeout, pool_recycle, pre-ping from ``engine``."""
+    sync = getattr(engine, "sync_engine", engine)
+    pool = sync.pool
+    size_fn = getattr(pool, "size", None)
+    recycle = getattr(pool, "_recycle", -1)
+    return PoolSettings(
+        pool_size=int(size_fn()) if callable(size_fn) else 0,
+        max_overflow=max(int(getattr(pool, "_max_overflow", 0)), 0),
+        pool_timeout=float(getattr(pool, "_timeout", 0.0)),
+        pool_recycle=None if recycle is None or recycle < 0 else float(recycle),
+        pool_pre_ping=bool(getattr(pool, "_pre_ping", False)),
+        workers=workers,
+        driver=str(sync.dialect.driver),
+        prepared_statements=str(sync.dialect.driver) == "asyncpg",
+        source=f"engine {spec}",
+        poolclass=type(pool).__name__,
+    )
+
+
+async def read_facts_via_engine(engine: Any) -> tuple[ServerFacts, bool | None]:
+    """Collect facts through the application's own engine, so its connect_args count.
+
+    Also returns whether asyncpg prepared statements are on for its connections (None when
+    the driver is not asyncpg).
+    """
+    from sqlalchemy import text
+
+    prepared: bool | None = None
+    if hasattr(engine, "sync_engine"):
+        async with engine.connect() as conn:
+
+            async def fetch(sql: str) -> list[dict[str, Any]]:
+                result = await conn.execute(text(sql))
+                return [dict(r) for r in result.mappings()]
+
+            facts = await collect_facts(fetch)
+            raw = await conn.get_raw_connection()
+            prepared = _asyncpg_prepares(raw.dbapi_connection)
+            await conn.rollback()
+        return facts, prepared
+
+    def run_sync() -> tuple[ServerFacts, bool | None]:
+        with engine.connect() as conn:
+
+            async def fetch(sql: str) -> list[dict[str, Any]]:
+                return [dict(r) for r in conn.execute(text(sql)).mappings()]
+
+            facts = asyncio.run(collect_facts(fetch))
+            conn.rollback()
+            return facts, None
+
+    return await asyncio.to_thread(run_sync)
+
+
+async def inspect_engine(engine: Any, dsn: str | None) -> tuple[ServerFacts, bool | None]:
+    """Facts for the doctor when an engine was given; the engine is disposed afterwards.
+
+    With ``dsn`` the server facts come from a new session on ``dsn``; otherwise from a
+    connection of the engine itself. The engine is always asked about prepared statements.
+    """
+    try:
+        via_engine, prepared = await read_facts_via_engine(engine)
+    except DoctorError:
+        raise
+    except Exception as exc:
+        url = engine.url.render_as_string(hide_password=True)
+        raise DoctorError(f"cannot connect with the engine ({url}): {_describe(exc)}") from exc
+    finally:
+        disposed = engine.dispose()
+        if asyncio.iscoroutine(disposed):
+            await disposed
+    facts = await read_server_facts(dsn) if dsn else via_engine
+    return facts, prepared
+
+
+def _asyncpg_prepares(adapted: Any) -> bool | None:
+    driver = getattr(adapted, "driver_connection", None) or getattr(adapted, "_connection", None)
+    if driver is None or type(driver).__module__.split(".")[0] != "asyncpg":
+        return None
+    cache = getattr(driver, "_stmt_cache", None)
+    asyncpg_cache = cache.get_max_size() if cache is not None else 0
+    sa_cache = getattr(adapted, "_prepared_statement_cache", None)
+    name_func = getattr(adapted, "_prepared_statement_name_func", None)
+    unique_names = (
+        name_func is not None and getattr(name_func, "__name__", "") != "_default_name_func"
+    )
+    return bool(asyncpg_cache) or sa_cache is not None or not unique_names
+
+
+# --- the checks ------------------------------------------------------------------------------
+
+
+@dataclass
+class DoctorOptions:
+    """What the application promises the outside world."""
+
+    proxy_idle_timeout: float | None = None
+    sla: float | None = None
+    pgbouncer: str = "none"
+    idle_threshold: float = IDLE_IN_TRANSACTION_THRESHOLD
+
+
+@dataclass
+class Check:
+    """One finding: ``status`` is ``ok``, ``warn`` or ``fail``."""
+
+    id: str
+    status: str
+    summary: str
+    fix: str = ""
+    details: list[str] = field(default_factory=list)
+
+
+def run_checks(s: PoolSettings, f: ServerFacts, o: DoctorOptions) -> list[Check]:
+    """All checks, in the order they are printed."""
+    return [
+        check_capacity(s, f, o),
+        check_pre_ping(s, o),
+        check_recycle(s, o),
+        check_pool_timeout(s, o),
+        check_prepared_statements(s, o),
+        check_server_timeout(
+            "idle_in_transaction_session_timeout", f.idle_in_transaction_timeout_ms, f, "5s"
+        ),
+        check_server_timeout("statement_timeout", f.statement_timeout_ms, f, "30s"),
+        check_idle_in_transaction(f, o),
+    ]
+
+
+def check_capacity(s: PoolSettings, f: ServerFacts, o: DoctorOptions) -> Check:
+    """(pool_size + max_overflow) x workers against the server's usable connections."""
+    per_worker = s.pool_size + s.max_overflow
+    peak = per_worker * s.workers
+    arithmetic = (
+        f"({s.pool_size} + {s.max_overflow}) x {s.workers} worker{'s' if s.workers != 1 else ''}"
+        f" = {peak} at peak; the server allows {f.usable} "
+        f"(max_connections {f.max_connections} - {f.reserved} reserved)"
+    )
+    if o.pgbouncer == "transaction":
+        return Check(
+            "capacity",
+            "ok",
+            f"{arithmetic}; behind PgBouncer (transaction mode) its default_pool_size is "
+            f"what must fit in {f.usable}",
+        )
+    admin = max(MIN_ADMIN_SLOTS, f.reserved)
+    budget = f.max_connections - admin
+    suggested = budget // s.workers - s.max_overflow
+    if suggested >= 1:
+        fix = (
+            f"pool_size={suggested} (floor(({f.max_connections} - {admin}) / {s.workers}) - "
+            f"{s.max_overflow}); see `poolwatch size --dsn ... --workers {s.workers} "
+            f"--max-overflow {s.max_overflow}`"
+        )
+    else:
+        fix = (
+            f"fewer workers or a smaller max_overflow: {s.workers} workers leave "
+            f"{budget // s.workers} connections each; or put PgBouncer (transaction mode) in front"
+        )
+    if peak > f.usable:
+        return Check(
+            "capacity",
+            "fail",
+            f"{arithmetic}: at peak PostgreSQL refuses connections "
+            "('remaining connection slots are reserved')",
+            fix,
+        )
+    if peak > budget:
+        return Check(
+            "capacity",
+            "warn",
+            f"{arithmetic}: fits, but leaves fewer than {MIN_ADMIN_SLOTS} slots for admin "
+            "sessions, migrations and monitoring",
+            fix,
+        )
+    return Check("capacity", "ok", f"{arithmetic}: {f.usable - peak} to spare")
+
+
+def check_pre_ping(s: PoolSettings, o: DoctorOptions) -> Check:
+    """pool_pre_ping off means a dropped connection fails the next query."""
+    if s.pool_pre_ping:
+        return Check("pool_pre_ping", "ok", "pool_pre_ping is on")
+    if o.pgbouncer == "transaction":
+        return Check(
+            "pool_pre_ping",
+            "ok",
+            "pool_pre_ping is off; behind PgBouncer (transaction mode) it adds little",
+        )
+    return Check(
+        "pool_pre_ping",
+        "fail",
+        "pool_pre_ping is off: a connection a proxy or the server dropped fails the next "
+        "query instead of being replaced",
+        "pool_pre_ping=True (a SELECT 1 on checkout, typically < 2 ms)",
+    )
+
+
+def check_recycle(s: PoolSettings, o: DoctorOptions) -> Check:
+    """pool_recycle missing, or longer than 75 % of the proxy's idle timeout."""
+    shown = "off" if s.pool_recycle is None else f"{s.pool_recycle:g} s"
+    if o.proxy_idle_timeout is not None:
+        limit = math.floor(RECYCLE_FRACTION * o.proxy_idle_timeout)
+        if s.pool_recycle is None or s.pool_recycle > limit:
+            return Check(
+                "pool_recycle",
+                "fail",
+                f"pool_recycle is {shown} but the proxy drops idle connections after "
+                f"{o.proxy_idle_timeout:g} s: stale sockets reach the application "
+                "(ConnectionResetError / connection was closed in the middle of operation)",
+                f"pool_recycle={limit} (75 % of the proxy idle timeout), with pool_pre_ping=True",
+            )
+        return Check(
+            "pool_recycle",
+            "ok",
+            f"pool_recycle {shown} <= {limit} s (75 % of the {o.proxy_idle_timeout:g} s proxy "
+            "idle timeout)",
+        )
+    if s.pool_recycle is None:
+        return Check(
+            "pool_recycle",
+            "warn",
+            "pool_recycle is off: connections live forever, and a proxy or load balancer "
+            "that drops idle sockets leaves stale ones in the pool",
+            "pool_recycle=1800 (below the common 3600 s idle timeout), or pass "
+            "--proxy-idle-timeout to check against your proxy",
+        )
+    return Check(
+        "pool_recycle", "ok", f"pool_recycle {shown} (pass --proxy-idle-timeout to check it)"
+    )
+
+
+def check_pool_timeout(s: PoolSettings, o: DoctorOptions) -> Check:
+    """pool_timeout longer than the SLA hides exhaustion behind slow requests."""
+    if o.sla is not None:
+        if s.pool_timeout >= o.sla:
+            return Check(
+                "pool_timeout",
+                "fail",
+                f"pool_timeout {s.pool_timeout:g} s >= the {o.sla:g} s SLA: when the pool is "
+                "exhausted, requests hang past the SLA instead of failing fast and visibly",
+                f"pool_timeout={_nice(o.sla / 2)} (well under the SLA) and alert on "
+                "sqlalchemy_pool_timeouts_total",
+            )
+        return Check(
+            "pool_timeout", "ok", f"pool_timeout {s.pool_timeout:g} s < the {o.sla:g} s SLA"
+        )
+    if s.pool_timeout > POOL_TIMEOUT_BASELINE:
+        return Check(
+            "pool_timeout",
+            "warn",
+            f"pool_timeout {s.pool_timeout:g} s: waiters pile up that long before an error "
+            "shows exhaustion",
+            "pool_timeout=10 or less (5-10 s is the usual baseline), or pass --sla to "
+            "check against your response-time target",
+        )
+    return Check("pool_timeout", "ok", f"pool_timeout {s.pool_timeout:g} s")
+
+
+def check_prepared_statements(s: PoolSettings, o: DoctorOptions) -> Check:
+    """asyncpg prepared statements behind PgBouncer in transaction mode."""
+    if o.pgbouncer != "transaction":
+        return Check(
+            "prepared_statements", "ok", "not behind PgBouncer in transaction mode (--pgbouncer)"
+        )
+    if s.driver == "asyncpg" and s.prepared_statements:
+        return Check(
+            "prepared_statements",
+            "fail",
+            "asyncpg prepared statements are on behind PgBouncer in transaction mode: a "
+            "statement prepared on one server connection is missing on the next "
+            '(prepared statement "__asyncpg_stmt_..." does not exist)',
+            "URL ?prepared_statement_cache_size=0 and connect_args={'statement_cache_size': 0, "
+            "'prepared_statement_name_func': lambda: f'__asyncpg_{uuid4()}__'}",
+        )
+    return Check("prepared_statements", "ok", "prepared statements are off (safe behind PgBouncer)")
+
+
+def check_server_timeout(name: str, value_ms: int, f: ServerFacts, suggested: str) -> Check:
+    """A server-side safety timeout (0 = unset)."""
+    if value_ms:
+        return Check(name, "ok", f"{name} = {_ms(value_ms)}")
+    return Check(
+        name,
+        "fail",
+        f"{name} is unset (0) for role {f.role} on database {f.database}: "
+        + (
+            "a session left idle in transaction holds its locks and its connection forever"
+            if name.startswith("idle")
+            else "a runaway query holds its connection until it finishes"
+        ),
+        f"ALTER DATABASE {_ident(f.database)} SET {name} = '{suggested}'; or in the app: "
+        f"connect_args={{'server_settings': {{'{name}': '{_to_ms(suggested)}'}}}} "
+        "(doctor sees the latter only with --engine)",
+    )
+
+
+def check_idle_in_transaction(f: ServerFacts, o: DoctorOptions) -> Check:
+    """Sessions idle in transaction right now (seed 000's slow call inside a transaction)."""
+    stale = [s for s in f.idle_in_transaction if s.idle_seconds >= o.idle_threshold]
+    fresh = len(f.idle_in_transaction) - len(stale)
+    visibility = (
+        ""
+        if f.sees_all_sessions
+        else f" (role {f.role} sees only its own sessions: grant pg_monitor to see all)"
+    )
+    if not stale:
+        extra = f"; {fresh} briefly (< {o.idle_threshold:g} s)" if fresh else ""
+        return Check(
+            "idle_in_transaction",
+            "ok",
+            f"no session idle in transaction for {o.idle_threshold:g} s or more{extra}{visibility}",
+        )
+    details = [
+        f"pid {s.pid} {s.usename}@{s.datname} app={s.application_name or '-'} "
+        f"{s.state} for {s.idle_seconds:.1f} s (transaction open {s.transaction_seconds:.1f} s)"
+        for s in stale[:10]
+    ]
+    if len(stale) > 10:
+        details.append(f"... and {len(stale) - 10} more")
+    return Check(
+        "idle_in_transaction",
+        "fail",
+        f"{len(stale)} session{'s' if len(stale) != 1 else ''} idle in transaction for "
+        f"{o.idle_threshold:g} s or more{visibility}: each holds a connection and its locks",
+        "find the code that awaits slow non-database work inside `async with session.begin()` "
+        "and move that work outside the transaction; set idle_in_transaction_session_timeout; "
+        "end a stuck one with SELECT pg_terminate_backend(pid)",
+        details,
+    )
+
+
+def _nice(seconds: float) -> str:
+    return f"{seconds:.2f}".rstrip("0").rstrip(".")
+
+
+def _ms(value: int) -> str:
+    return f"{value / 1000:g} s" if value % 1000 == 0 else f"{value} ms"
+
+
+def _to_ms(text: str) -> str:
+    return str(int(text.rstrip("s")) * 1000)
+
+
+def _ident(name: str) -> str:
+    return name if re.fullmatch(r"[a-z_][a-z0-9_]*", name) else '"' + name.replace('"', '""') + '"'
+
+
+def summary_counts(checks: Sequence[Check]) -> tuple[int, int]:
+    """(problems, warnings)."""
+    return (
+        sum(1 for c in checks if c.status == "fail"),
+        sum(1 for c in checks if c.status == "warn"),
+    )
+
+
+def report_dict(
+    target: str, s: PoolSettings, f: ServerFacts, o: DoctorOptions, checks: Sequence[Check]
+) -> dict[str, Any]:
+    """The ``--json`` document."""
+    problems, warnings = summary_counts(checks)
+    server = asdict(f)
+    server["reserved"] = f.reserved
+    server["usable"] = f.usable
+    return {
+        "target": target,
+        "server": server,
+        "settings": asdict(s),
+        "options": asdict(o),
+        "checks": [asdict(c) for c in checks],
+        "problems": problems,
+        "warnings": warnings,
+    }

@@ -1,0 +1,258 @@
+"""Pool sizing advice: the formula from the sizing guide, as pure functions.
+
+The connection budget of a PostgreSQL server is ``max_connections - reserved`` (the slots
+ordinary roles cannot use, plus whatever you keep back for admin sessions, migrations and
+monitoring). Every worker process has its own pool, and at peak each one opens
+``pool_size + max_overflow`` connections, so::
+
+    pool_size = floor((max_connections - reserved) / workers) - max_overflow
+
+Example::
+
+    >>> advice = recommend(SizingInput(max_connections=200, reserved=10, workers=4,
+    ...                                max_overflow=5))
+    >>> advice.pool_size, advice.peak_total, advice.headroom
+    (42, 188, 2)
+
+Behind PgBouncer in transaction mode the pool that guards PostgreSQL is PgBouncer's own
+``default_pool_size``; the application pool may then be generous, and asyncpg's prepared
+statements must be turned off (:func:`recommend` returns that advice instead).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: The sizing guides' advice: keep at least this many slots for admin / monitoring / migrations.
+MIN_ADMIN_SLOTS = 10
+
+PGBOUNCER_MODES = ("none", "session", "transaction")
+
+
+class SizingError(ValueError):
+    """The inputs cannot give a usable pool; the message says why and what to change."""
+
+
+@dataclass(frozen=True)
+class SizingInput:
+    """What the sizing formula needs (all counts are connections or processes)."""
+
+    max_connections: int
+    reserved: int
+    workers: int
+    max_overflow: int
+    pool_timeout: float = 10.0
+    pool_recycle: int = 1800
+    pgbouncer: str = "none"
+    concurrency: int = 100
+
+
+@dataclass(frozen=True)
+class SizingAdvice:
+    """The recommendation, the arithmetic behind it, and a ready engine snippet."""
+
+    mode: str
+    pool_size: int
+    max_overflow: int
+    workers: int
+    max_connections: int
+    reserved: int
+    usable: int
+    per_worker_peak: int
+    peak_total: int
+    headroom: int
+    formula: str
+    snippet: str
+    notes: list[str] = field(default_factory=list)
+    pgbouncer_default_pool_size: int | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        """A JSON-ready view of the advice."""
+        return {
+            "mode": self.mode,
+            "pool_size": self.pool_size,
+            "max_overflow": self.max_overflow,
+            "workers": self.workers,
+            "max_connections": self.max_connections,
+            "reserved": self.reserved,
+            "usable": self.usable,
+            "per_worker_peak": self.per_worker_peak,
+            "peak_total": self.peak_total,
+            "headroom": self.headroom,
+            "formula": self.formula,
+            "snippet": self.snippet,
+            "notes": list(self.notes),
+            "pgbouncer_default_pool_size": self.pgbouncer_default_pool_size,
+        }
+
+
+def validate(inp: SizingInput) -> None:
+    """Raise :class:`SizingError` with one readable line when ``inp`` cannot be sized."""
+    if inp.pgbouncer not in PGBOUNCER_MODES:
+        raise SizingError(
+            f"--pgbouncer must be one of {', '.join(PGBOUNCER_MODES)}, not {inp.pgbouncer!r}"
+        )
+    if inp.max_connections < 1:
+        raise SizingError(
+            f"max_connections must be at least 1 (got {inp.max_connections}): "
+            "pass the server's value, e.g. --max-connections 100"
+        )
+    if inp.reserved < 0:
+        raise SizingError(f"--reserved cannot be negative (got {inp.reserved}): use 0 or more")
+    if inp.workers < 1:
+        raise SizingError(
+            f"--workers must be at least 1 (got {inp.workers}): count every process that "
+            "opens its own pool (uvicorn/gunicorn workers, background workers)"
+        )
+    if inp.max_overflow < 0:
+        raise SizingError(
+            f"--max-overflow cannot be negative (got {inp.max_overflow}): use 0 to disable "
+            "burst connections"
+        )
+    if inp.reserved >= inp.max_connections:
+        raise SizingError(
+            f"--reserved ({inp.reserved}) must be below max_connections "
+            f"({inp.max_connections}): nothing is left for the application; lower --reserved "
+            "or raise max_connections"
+        )
+    if inp.pool_timeout <= 0:
+        raise SizingError(f"--pool-timeout must be positive (got {inp.pool_timeout:g})")
+    if inp.concurrency < 1:
+        raise SizingError(f"--concurrency must be at least 1 (got {inp.concurrency})")
+
+
+def formula_pool_size(max_connections: int, reserved: int, workers: int, max_overflow: int) -> int:
+    """``floor((max_connections - reserved) / workers) - max_overflow`` (may be < 1)."""
+    return (max_connections - reserved) // workers - max_overflow
+
+
+def recommend(inp: SizingInput) -> SizingAdvice:
+    """The recommended pool for ``inp``; raises :class:`SizingError` on unusable input."""
+    validate(inp)
+    if inp.pgbouncer == "transaction":
+        return _recommend_pgbouncer_transaction(inp)
+    usable = inp.max_connections - inp.reserved
+    share = usable // inp.workers
+    pool_size = share - inp.max_overflow
+    if pool_size < 1:
+        raise SizingError(_too_small(inp, usable, share, pool_size))
+    per_worker = pool_size + inp.max_overflow
+    peak = per_worker * inp.workers
+    formula = (
+        f"floor(({inp.max_connections} - {inp.reserved}) / {inp.workers}) - "
+        f"{inp.max_overflow} = {share} - {inp.max_overflow} = {pool_size}"
+    )
+    notes: list[str] = []
+    if inp.reserved < MIN_ADMIN_SLOTS:
+        notes.append(
+            f"only {inp.reserved} slots reserved: keep at least {MIN_ADMIN_SLOTS} for admin "
+            "sessions, migrations and monitoring (--reserved 10)"
+        )
+    if pool_size >= 20 and pool_size % 5:
+        conservative = pool_size - pool_size % 5
+        notes.append(
+            f"an async worker rarely needs more than 10-20 connections; rounding down "
+            f"(e.g. pool_size={conservative}) leaves more room for other tools"
+        )
+    if inp.pgbouncer == "session":
+        notes.append(
+            "PgBouncer in session mode gives each client connection its own server "
+            "connection: size against PgBouncer's pool limit as if it were max_connections"
+        )
+    return SizingAdvice(
+        mode=inp.pgbouncer,
+        pool_size=pool_size,
+        max_overflow=inp.max_overflow,
+        workers=inp.workers,
+        max_connections=inp.max_connections,
+        reserved=inp.reserved,
+        usable=usable,
+        per_worker_peak=per_worker,
+        peak_total=peak,
+        headroom=usable - peak,
+        formula=formula,
+        snippet=engine_snippet(pool_size, inp.max_overflow, inp.pool_timeout, inp.pool_recycle),
+        notes=notes,
+    )
+
+
+def _too_small(inp: SizingInput, usable: int, share: int, pool_size: int) -> str:
+    why = (
+        f"pool_size would be {pool_size}: {usable} usable connections / {inp.workers} "
+        f"workers = {share} per worker, minus max_overflow {inp.max_overflow}"
+    )
+    if share >= 1:
+        return (
+            f"{why}; lower --max-overflow to at most {share - 1}, use fewer workers, "
+            "or raise max_connections"
+        )
+    return (
+        f"{why}; use at most {usable} workers, or raise max_connections, or put PgBouncer in front"
+    )
+
+
+def _recommend_pgbouncer_transaction(inp: SizingInput) -> SizingAdvice:
+    usable = inp.max_connections - inp.reserved
+    pool_size = inp.concurrency
+    notes = [
+        "in transaction mode PgBouncer's own default_pool_size is the pool that protects "
+        f"PostgreSQL: keep the sum of its pools at or below {usable} "
+        f"(max_connections {inp.max_connections} - reserved {inp.reserved})",
+        f"the application pool can match coroutine concurrency (pool_size={pool_size} per "
+        "worker); PgBouncer multiplexes those client connections onto few server connections",
+        "turn asyncpg's prepared statements off (statement_cache_size=0, "
+        "prepared_statement_cache_size=0, unique prepared_statement_name_func): a prepared "
+        "statement lives on one server connection and PgBouncer hands you another",
+        "pool_pre_ping is of little use here: PgBouncer presents a healthy client connection "
+        "even when its server side was replaced",
+    ]
+    per_worker = pool_size + inp.max_overflow
+    return SizingAdvice(
+        mode="transaction",
+        pool_size=pool_size,
+        max_overflow=inp.max_overflow,
+        workers=inp.workers,
+        max_connections=inp.max_connections,
+        reserved=inp.reserved,
+        usable=usable,
+        per_worker_peak=per_worker,
+        peak_total=per_worker * inp.workers,
+        headroom=usable,
+        formula=(
+            f"app pool_size = expected concurrency per worker = {pool_size}; "
+            f"PgBouncer default_pool_size (all pools together) <= {usable}"
+        ),
+        snippet=pgbouncer_snippet(pool_size, inp.max_overflow, inp.pool_timeout),
+        notes=notes,
+        pgbouncer_default_pool_size=usable,
+    )
+
+
+def engine_snippet(pool_size: int, max_overflow: int, pool_timeout: float, recycle: int) -> str:
+    """A ready ``create_async_engine(...)`` call for a direct PostgreSQL connection."""
+    return (
+        "engine = create_async_engine(\n"
+        '    os.environ["DATABASE_URL"],  # postgresql+asyncpg://...\n'
+        f"    pool_size={pool_size},\n"
+        f"    max_overflow={max_overflow},\n"
+        f"    pool_timeout={pool_timeout:g},  # fail fast instead of piling up waiters\n"
+        f"    pool_recycle={recycle},  # below the idle timeout of proxies / load balancers\n"
+        "    pool_pre_ping=True,  # catches connections the server or a proxy dropped\n"
+        ")"
+    )
+
+
+def pgbouncer_snippet(pool_size: int, max_overflow: int, pool_timeout: float) -> str:
+    """A ready ``create_async_engine(...)`` call for asyncpg behind PgBouncer (transaction)."""
+    return (
+        "engine = create_async_engine(\n"
+        '    os.environ["DATABASE_URL"] + "?prepared_statement_cache_size=0",\n'
+        f"    pool_size={pool_size},\n"
+        f"    max_overflow={max_overflow},\n"
+        f"    pool_timeout={pool_timeout:g},\n"
+        "    connect_args={\n"
+        '        "statement_cache_size": 0,  # asyncpg: no prepared-statement cache\n'
+        '        "prepared_statement_name_func": lambda: f"__asyncpg_{uuid4()}__",\n'
+        "    },\n"
+        ")"
+    )
