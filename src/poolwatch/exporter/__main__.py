@@ -1,0 +1,83 @@
+"""``poolwatch-exporter`` entry point: flags -> checks -> serve.
+
+Expected problems (bad flag, bad DSN, unreadable web config, unreachable server, wrong
+password, missing permission) end with one line on stderr and a non-zero exit, never a
+traceback: 2 for configuration errors, 1 when the server cannot be used at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from .. import __version__
+from .database import DatabaseUnavailable
+from .dsn import DsnError, environment_password, load_dsn, scrub
+from .logs import setup_logging
+from .server import build_server, healthcheck
+from .settings import ConfigError, Settings, parse_settings
+from .web import ExporterApp
+from .webconfig import load_web_config
+
+log = logging.getLogger("poolwatch.exporter")
+
+
+def _fail(message: str, code: int) -> int:
+    sys.stderr.write(f"poolwatch-exporter: error: {message}\n")
+    sys.stderr.flush()
+    return code
+
+
+async def _run(app: ExporterApp, settings: Settings) -> int:
+    if settings.startup_check:
+        try:
+            await app.database.check(app.scraper._sql_for, settings.stale_threshold)
+        except DatabaseUnavailable as exc:
+            await app.database.close()
+            hint = " (wrong password or pg_hba.conf?)" if "password" in str(exc).lower() else ""
+            return _fail(f"cannot use PostgreSQL at {app.dsn.redacted}: {exc}{hint}", 1)
+    log.info(
+        "poolwatch-exporter listening",
+        extra={
+            "fields": {
+                "version": __version__,
+                "address": f"{settings.listen_host}:{settings.listen_port}",
+                "telemetry_path": settings.telemetry_path,
+                "tls": app.web_config.tls is not None,
+                "basic_auth": app.web_config.auth_required,
+                "target": app.dsn.redacted,
+            }
+        },
+    )
+    server = build_server(app)
+    try:
+        await server.serve()
+    finally:
+        await app.database.close()
+    return 0 if server.started else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the exporter until SIGINT/SIGTERM; returns the process exit status."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        settings = parse_settings(args)
+        web_config = load_web_config(settings.web_config_file)
+        if settings.healthcheck:
+            return healthcheck(settings, tls=web_config.tls is not None)
+        dsn = load_dsn(settings.dsn, settings.dsn_file)
+    except (ConfigError, DsnError) as exc:
+        return _fail(scrub(str(exc)), 2)
+    secrets = dsn.secrets + tuple(p for p in [environment_password()] if p)
+    setup_logging(settings.log_level, settings.log_format, secrets)
+    app = ExporterApp(settings, dsn, web_config)
+    try:
+        return asyncio.run(_run(app, settings))
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

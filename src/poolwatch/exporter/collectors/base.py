@@ -1,0 +1,89 @@
+"""What every collector shares: the label folder and metric-family helpers."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from ...metric_names import OTHER_LABEL_VALUE, MetricSpec
+
+
+def gauge(spec: MetricSpec) -> GaugeMetricFamily:
+    """An empty gauge family for ``spec`` (name, HELP and label names from the contract)."""
+    return GaugeMetricFamily(spec.name, spec.help, labels=list(spec.labels))
+
+
+def counter(spec: MetricSpec) -> CounterMetricFamily:
+    """An empty counter family for ``spec``."""
+    return CounterMetricFamily(spec.name, spec.help, labels=list(spec.labels))
+
+
+def rows(row: Mapping[str, Any], column: str) -> list[list[Any]]:
+    """The JSON array-of-arrays in ``column`` (``[]`` when SQL returned NULL)."""
+    value = row[column]
+    if value is None:
+        return []
+    return list(json.loads(value))
+
+
+def text(value: Any) -> str:
+    """A label value: NULL becomes the empty string."""
+    return "" if value is None else str(value)
+
+
+@dataclass(frozen=True)
+class LabelFolder:
+    """Keeps the ``top_n`` most frequent values per label and maps the rest to ``other``.
+
+    Built once per snapshot from the session counts, then applied to every metric that
+    carries the same label, so a value is kept or folded consistently across metrics.
+    """
+
+    kept: Mapping[str, frozenset[str]]
+
+    @classmethod
+    def from_counts(
+        cls, counts: Mapping[str, Iterable[tuple[str, int]]], top_n: int
+    ) -> LabelFolder:
+        """``counts`` maps a label name to (value, sessions) pairs."""
+        kept: dict[str, frozenset[str]] = {}
+        for label, pairs in counts.items():
+            totals: Counter[str] = Counter()
+            for value, n in pairs:
+                totals[value] += n
+            ranked = sorted(totals.items(), key=lambda item: (-item[1], item[0]))
+            kept[label] = frozenset(value for value, _ in ranked[:top_n])
+        return cls(kept)
+
+    def __call__(self, label: str, value: Any) -> str:
+        """``value`` as it should appear in ``label``: itself, or ``other``."""
+        shown = text(value)
+        kept = self.kept.get(label)
+        if kept is None or shown in kept:
+            return shown
+        return OTHER_LABEL_VALUE
+
+
+def add_sum(into: dict[tuple[str, ...], float], key: tuple[str, ...], value: float) -> None:
+    """Accumulate a count under a (possibly folded) label key."""
+    into[key] = into.get(key, 0.0) + value
+
+
+def add_max(into: dict[tuple[str, ...], float], key: tuple[str, ...], value: Any) -> None:
+    """Keep the maximum under a (possibly folded) label key; NULL values are ignored."""
+    if value is None:
+        return
+    into[key] = max(into.get(key, 0.0), float(value))
+
+
+def family(spec: MetricSpec, values: Mapping[tuple[str, ...], float]) -> GaugeMetricFamily:
+    """A gauge family for ``spec`` with one sample per label key, in sorted order."""
+    metric = gauge(spec)
+    for key in sorted(values):
+        metric.add_metric(list(key), values[key])
+    return metric

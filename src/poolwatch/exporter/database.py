@@ -1,0 +1,224 @@
+"""The exporter's single, reused, read-only connection to PostgreSQL.
+
+Rules (postgres_exporter incidents #1228, #921, #1258 taught them): at most one
+connection, ``application_name=poolwatch-exporter``, server-side ``statement_timeout``
+and ``lock_timeout``, ``default_transaction_read_only=on``, autocommit only (never idle in
+transaction), reconnect with exponential backoff after a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from . import APPLICATION_NAME
+from .dsn import Dsn, scrub
+
+log = logging.getLogger("poolwatch.exporter.database")
+
+BACKOFF_MIN = 0.5
+BACKOFF_MAX = 8.0
+
+FEATURES_SQL = """
+SELECT current_setting('server_version_num')::int AS version_num,
+       EXISTS (SELECT 1 FROM pg_attribute
+               WHERE attrelid = 'pg_catalog.pg_stat_activity'::regclass
+                 AND attname = 'backend_type' AND NOT attisdropped) AS has_backend_type,
+       EXISTS (SELECT 1 FROM pg_attribute
+               WHERE attrelid = 'pg_catalog.pg_locks'::regclass
+                 AND attname = 'waitstart' AND NOT attisdropped) AS has_waitstart,
+       EXISTS (SELECT 1 FROM pg_settings WHERE name = 'reserved_connections')
+           AS has_reserved_connections
+"""
+
+
+@dataclass(frozen=True)
+class Features:
+    """What this server's catalogs offer, detected by looking at them (not the version)."""
+
+    version_num: int
+    has_backend_type: bool
+    has_waitstart: bool
+    has_reserved_connections: bool
+
+
+class DatabaseUnavailable(Exception):
+    """The server could not be used right now; ``str()`` is one redacted line."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+_PERMANENT = (
+    asyncpg.InvalidPasswordError,
+    asyncpg.InvalidAuthorizationSpecificationError,
+    asyncpg.InvalidCatalogNameError,
+    asyncpg.InsufficientPrivilegeError,
+)
+
+
+def describe_error(exc: BaseException, dsn: Dsn) -> DatabaseUnavailable:
+    """One redacted line for ``exc``; authentication/permission problems are ``permanent``."""
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+        text = "timed out"
+    elif isinstance(exc, asyncpg.PostgresError):
+        text = f"{exc.__class__.__name__}: {exc}"
+        sqlstate = getattr(exc, "sqlstate", None)
+        if sqlstate:
+            text += f" (SQLSTATE {sqlstate})"
+    elif isinstance(exc, OSError):
+        text = f"cannot reach the server: {exc.strerror or exc}"
+    else:
+        text = f"{exc.__class__.__name__}: {exc}"
+    text = scrub(" ".join(text.split()), dsn.secrets)
+    return DatabaseUnavailable(text, permanent=isinstance(exc, _PERMANENT))
+
+
+class Database:
+    """Owns the one connection; :meth:`fetchrow` (re)connects as needed, with backoff."""
+
+    def __init__(self, dsn: Dsn, *, query_timeout: float, lock_timeout: float) -> None:
+        self.dsn = dsn
+        self.query_timeout = query_timeout
+        self.lock_timeout = lock_timeout
+        self.features: Features | None = None
+        self.connections_opened = 0
+        self._conn: Any = None
+        self._backoff = 0.0
+        self._next_attempt = 0.0
+        self._last_error = "not connected yet"
+        self._lock = asyncio.Lock()
+
+    @property
+    def server_settings(self) -> dict[str, str]:
+        """Session settings sent in the startup packet (no extra round trip)."""
+        return {
+            "application_name": APPLICATION_NAME,
+            "statement_timeout": str(max(1, int(self.query_timeout * 1000))),
+            "lock_timeout": str(max(1, int(self.lock_timeout * 1000))),
+            "idle_in_transaction_session_timeout": str(max(1, int(self.query_timeout * 1000))),
+            "default_transaction_read_only": "on",
+            "jit": "off",
+        }
+
+    @property
+    def connected(self) -> bool:
+        """True while a connection is open."""
+        return self._conn is not None and not self._conn.is_closed()
+
+    @property
+    def backend_pid(self) -> int | None:
+        """The server process serving the exporter, while connected."""
+        return int(self._conn.get_server_pid()) if self.connected else None
+
+    async def _connect(self) -> None:
+        now = time.monotonic()
+        if now < self._next_attempt:
+            raise DatabaseUnavailable(
+                f"{self._last_error} (next reconnect in {self._next_attempt - now:.1f}s)"
+            )
+        try:
+            conn = await asyncpg.connect(
+                self.dsn.url,
+                timeout=self.query_timeout,
+                server_settings=self.server_settings,
+                statement_cache_size=8,
+                command_timeout=None,
+            )
+        except Exception as exc:
+            raise self._fail(describe_error(exc, self.dsn)) from None
+        try:
+            row = await asyncio.wait_for(conn.fetchrow(FEATURES_SQL), self.query_timeout + 1)
+        except Exception as exc:
+            conn.terminate()
+            raise self._fail(describe_error(exc, self.dsn)) from None
+        assert row is not None
+        self.features = Features(**dict(row))
+        self._conn = conn
+        self._backoff = 0.0
+        self.connections_opened += 1
+        log.info(
+            "connected to PostgreSQL",
+            extra={
+                "fields": {
+                    "target": self.dsn.redacted,
+                    "server_version_num": self.features.version_num,
+                    "backend_pid": conn.get_server_pid(),
+                }
+            },
+        )
+
+    def _fail(self, error: DatabaseUnavailable) -> DatabaseUnavailable:
+        """Remember ``error`` and push the next connection attempt out (backoff)."""
+        self._last_error = str(error)
+        self._backoff = min(BACKOFF_MAX, max(BACKOFF_MIN, self._backoff * 2))
+        self._next_attempt = time.monotonic() + self._backoff * random.uniform(0.8, 1.0)
+        return error
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            self._conn.terminate()
+        self._conn = None
+
+    async def fetchrow(self, sql_for: Any, *args: Any) -> tuple[Any, Features]:
+        """Run the statement ``sql_for(features)`` once; reconnect first when needed.
+
+        A connection found broken (terminated backend, server restart) is replaced at once
+        and the query retried one time; after that, failures back off. Raises
+        :class:`DatabaseUnavailable` with a redacted one-line reason.
+        """
+        async with self._lock:
+            for attempt in (1, 2):
+                fresh = False
+                if not self.connected:
+                    self._drop()
+                    await self._connect()
+                    fresh = True
+                assert self.features is not None
+                try:
+                    row = await asyncio.wait_for(
+                        self._conn.fetchrow(sql_for(self.features), *args),
+                        self.query_timeout + 0.5,
+                    )
+                    return row, self.features
+                except (asyncio.TimeoutError, TimeoutError) as exc:
+                    # The server did not even cancel the statement: the session is suspect.
+                    self._drop()
+                    raise self._fail(describe_error(exc, self.dsn)) from None
+                except asyncpg.QueryCanceledError as exc:
+                    raise describe_error(exc, self.dsn) from None  # statement_timeout
+                except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError) as exc:
+                    self._drop()
+                    if fresh or attempt == 2:
+                        raise self._fail(describe_error(exc, self.dsn)) from None
+                    log.info("connection lost; reconnecting", extra={"fields": {"err": exc}})
+                except asyncpg.PostgresError as exc:
+                    if self._conn is not None and self._conn.is_closed():
+                        self._drop()
+                        if not fresh and attempt == 1:
+                            log.info("connection closed; reconnecting")
+                            continue
+                    raise describe_error(exc, self.dsn) from None
+            raise AssertionError("unreachable")
+
+    async def check(self, sql_for: Any, *args: Any) -> None:
+        """Connect (ignoring backoff) and run the query once: the start-up check."""
+        self._next_attempt = 0.0
+        await self.fetchrow(sql_for, *args)
+
+    async def close(self) -> None:
+        """Close the connection politely (terminate if the server does not answer)."""
+        async with self._lock:
+            if self._conn is not None and not self._conn.is_closed():
+                try:
+                    await asyncio.wait_for(self._conn.close(), 2)
+                except Exception:
+                    self._conn.terminate()
+            self._conn = None

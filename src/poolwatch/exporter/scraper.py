@@ -1,0 +1,108 @@
+"""One database scrape at a time, shared by every HTTP request that wants it.
+
+- concurrent ``/metrics`` requests await the same in-flight query (single flight);
+- a request within ``min_interval`` of the last scrape gets the cached snapshot;
+- a failed scrape yields a snapshot with ``up = False`` and no database metrics, promptly:
+  the database layer bounds every wait by the query timeout and backs off reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from prometheus_client.core import Metric
+
+from .collectors import collect_all, make_sql_builder
+from .database import Database, DatabaseUnavailable
+
+log = logging.getLogger("poolwatch.exporter.scraper")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The result of one database scrape."""
+
+    up: bool
+    families: list[Metric] = field(default_factory=list)
+    duration: float = 0.0
+    taken_at: float = field(default_factory=time.monotonic)
+    error: str | None = None
+    sees_all_sessions: bool = True
+
+
+class Scraper:
+    """Turns HTTP scrapes into at most one query per ``min_interval``."""
+
+    def __init__(
+        self, database: Database, *, top_n: int, stale_threshold: float, min_interval: float
+    ) -> None:
+        self.database = database
+        self.top_n = top_n
+        self.stale_threshold = stale_threshold
+        self.min_interval = min_interval
+        self.queries = 0
+        self.errors = 0
+        self._sql_for = make_sql_builder()
+        self._last: Snapshot | None = None
+        self._inflight: asyncio.Future[Snapshot] | None = None
+        self._warned_visibility = False
+        self._was_up: bool | None = None
+
+    async def snapshot(self) -> Snapshot:
+        """The current snapshot: cached, joined in flight, or freshly taken."""
+        last = self._last
+        if last is not None and time.monotonic() - last.taken_at < self.min_interval:
+            return last
+        if self._inflight is None:
+            self._inflight = asyncio.ensure_future(self._scrape())
+            self._inflight.add_done_callback(self._clear)
+        # shield: one impatient client that disconnects must not cancel everyone's query
+        return await asyncio.shield(self._inflight)
+
+    def _clear(self, _: object) -> None:
+        self._inflight = None
+
+    async def _scrape(self) -> Snapshot:
+        start = time.monotonic()
+        self.queries += 1
+        try:
+            row, _features = await self.database.fetchrow(self._sql_for, self.stale_threshold)
+            families = collect_all(row, self.top_n)
+            snap = Snapshot(
+                up=True,
+                families=families,
+                duration=time.monotonic() - start,
+                sees_all_sessions=bool(row["sees_all_sessions"]),
+            )
+        except DatabaseUnavailable as exc:
+            self.errors += 1
+            snap = Snapshot(up=False, duration=time.monotonic() - start, error=str(exc))
+        except Exception as exc:  # a bug must not take the exporter down; say what it was
+            self.errors += 1
+            log.exception("scrape failed unexpectedly")
+            snap = Snapshot(up=False, duration=time.monotonic() - start, error=repr(exc))
+        self._report(snap)
+        self._last = snap
+        return snap
+
+    def _report(self, snap: Snapshot) -> None:
+        """Log transitions (down, back up) and the visibility warning once, not every scrape."""
+        if not snap.up and self._was_up is not False:
+            log.warning("PostgreSQL scrape failed", extra={"fields": {"err": snap.error}})
+        elif snap.up and self._was_up is False:
+            log.info("PostgreSQL scrapes work again")
+        elif not snap.up:
+            log.debug("PostgreSQL scrape failed", extra={"fields": {"err": snap.error}})
+        self._was_up = snap.up
+        if snap.up and not snap.sees_all_sessions and not self._warned_visibility:
+            self._warned_visibility = True
+            log.warning(
+                "the exporter's role cannot see other roles' sessions: their state is reported "
+                "as 'unknown' (see poolwatch_exporter_hidden_sessions); "
+                "GRANT pg_monitor TO the exporter's role",
+            )
+        elif snap.up and snap.sees_all_sessions:
+            self._warned_visibility = False

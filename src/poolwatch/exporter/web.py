@@ -1,0 +1,154 @@
+"""The exporter's HTTP surface as a plain ASGI application.
+
+- ``/``: a small landing page (name, version, redacted target, links);
+- ``/healthz``: ``ok`` while the process lives (never asks for credentials, never
+  touches the database, so a container HEALTHCHECK can use it);
+- the telemetry path (``/metrics``): the snapshot in the Prometheus text format, or
+  OpenMetrics when asked, gzip when accepted; basic auth when the web config sets users.
+"""
+
+from __future__ import annotations
+
+import gzip
+import html
+import logging
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import Metric
+from prometheus_client.exposition import choose_encoder
+
+from .. import __version__
+from .database import Database
+from .dsn import Dsn
+from .own_metrics import collect_own
+from .scraper import Scraper, Snapshot
+from .settings import Settings
+from .webconfig import WebConfig
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+log = logging.getLogger("poolwatch.exporter.web")
+
+LANDING = """<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>poolwatch-exporter</title></head>
+<body>
+<h1>poolwatch-exporter {version}</h1>
+<p>Prometheus exporter for PostgreSQL connection-slot pressure (sessions, lock waits,
+blocking, idle-in-transaction and transaction ages).</p>
+<p>Target: <code>{target}</code></p>
+<ul>
+<li><a href="{metrics}">{metrics}</a>: metrics</li>
+<li><a href="/healthz">/healthz</a>: liveness</li>
+</ul>
+</body></html>
+"""
+
+
+class _SnapshotCollector:
+    """A one-shot collector over one snapshot, for a fresh registry per request."""
+
+    def __init__(self, scraper: Scraper, snap: Snapshot) -> None:
+        self.scraper = scraper
+        self.snap = snap
+
+    def collect(self) -> Iterator[Metric]:
+        yield from collect_own(self.scraper, self.snap)
+        yield from self.snap.families
+
+
+class ExporterApp:
+    """ASGI app wiring settings, the database, the scraper and the web config together."""
+
+    def __init__(self, settings: Settings, dsn: Dsn, web_config: WebConfig) -> None:
+        self.settings = settings
+        self.dsn = dsn
+        self.web_config = web_config
+        self.database = Database(
+            dsn, query_timeout=settings.query_timeout, lock_timeout=settings.lock_timeout
+        )
+        self.scraper = Scraper(
+            self.database,
+            top_n=settings.top_n,
+            stale_threshold=settings.stale_threshold,
+            min_interval=settings.min_interval,
+        )
+
+    async def render(self, accept: str | None = None) -> tuple[bytes, str]:
+        """Scrape (or reuse the snapshot) and encode it; returns (body, content type)."""
+        snap = await self.scraper.snapshot()
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_SnapshotCollector(self.scraper, snap))
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(registry), content_type
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        method, path = scope["method"], scope["path"]
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if method not in ("GET", "HEAD"):
+            await _respond(send, 405, b"method not allowed\n", extra=[(b"allow", b"GET, HEAD")])
+            return
+        if path == "/healthz":
+            await _respond(send, 200, b"ok\n", head=method == "HEAD")
+            return
+        if path not in ("/", self.settings.telemetry_path):
+            await _respond(send, 404, b"not found\n")
+            return
+        if not await self.web_config.check_authorization(headers.get("authorization")):
+            await _respond(
+                send,
+                401,
+                b"unauthorized\n",
+                extra=[(b"www-authenticate", b'Basic realm="poolwatch-exporter"')],
+            )
+            return
+        if path == "/":
+            page = LANDING.format(
+                version=html.escape(__version__),
+                target=html.escape(self.dsn.redacted),
+                metrics=html.escape(self.settings.telemetry_path),
+            )
+            await _respond(send, 200, page.encode(), "text/html; charset=utf-8", method == "HEAD")
+            return
+        body, content_type = await self.render(headers.get("accept"))
+        extra: list[tuple[bytes, bytes]] = []
+        if "gzip" in headers.get("accept-encoding", ""):
+            body = gzip.compress(body, compresslevel=1)
+            extra.append((b"content-encoding", b"gzip"))
+        await _respond(send, 200, body, content_type, method == "HEAD", extra)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.database.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+async def _respond(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: str = "text/plain; charset=utf-8",
+    head: bool = False,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    headers = [
+        (b"content-type", content_type.encode()),
+        (b"content-length", str(len(body)).encode()),
+        *(extra or []),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if head else body})

@@ -1,0 +1,186 @@
+"""``--web.config.file``: TLS and basic auth in the format of Prometheus' exporter-toolkit.
+
+Example file::
+
+    tls_server_config:
+      cert_file: /etc/poolwatch/tls.crt
+      key_file: /etc/poolwatch/tls.key
+    basic_auth_users:
+      prometheus: $2b$12$...   # htpasswd -nBC 12 prometheus, or python -c 'import bcrypt; ...'
+
+Supported keys: ``tls_server_config.{cert_file,key_file,client_ca_file,client_auth_type}``
+and ``basic_auth_users``. Unknown keys are an error (as in exporter-toolkit), so a typo
+never silently disables authentication. Relative paths are relative to the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import yaml  # type: ignore[import-untyped]  # (types-PyYAML not required)
+
+from .settings import ConfigError
+
+_CLIENT_AUTH = {
+    "NoClientCert": ssl.CERT_NONE,
+    "RequestClientCert": ssl.CERT_OPTIONAL,
+    "RequireAnyClientCert": ssl.CERT_OPTIONAL,
+    "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
+    "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+}
+_TLS_KEYS = {"cert_file", "key_file", "client_ca_file", "client_auth_type"}
+# A valid hash of a random string: unknown users cost as much as known ones.
+_DUMMY_HASH = b"$2b$12$C6UzMDM.H6dfI/f/IKxGhuJ5T9T6C0l6bJWj3yHf7m1Hh5vQmC8Jm"
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """Certificate and key for HTTPS, optionally client-certificate verification."""
+
+    cert_file: str
+    key_file: str
+    client_ca_file: str | None = None
+    client_cert_reqs: int = ssl.CERT_NONE
+
+
+@dataclass
+class WebConfig:
+    """What the web config file asks for; an empty one means plain HTTP, no auth."""
+
+    tls: TlsConfig | None = None
+    users: dict[str, bytes] = field(default_factory=dict)
+    _verified: set[bytes] = field(default_factory=set, repr=False)
+
+    @property
+    def auth_required(self) -> bool:
+        """True when basic_auth_users is non-empty."""
+        return bool(self.users)
+
+    async def check_authorization(self, header: str | None) -> bool:
+        """True when ``header`` (an Authorization value) names a user with the right password.
+
+        bcrypt runs in a thread (it is deliberately slow); successful checks are cached
+        by a keyed digest of user, password and hash, so a scrape every few seconds
+        costs one bcrypt per restart rather than one per scrape.
+        """
+        if not self.users:
+            return True
+        if not header or not header.lower().startswith("basic "):
+            return False
+        try:
+            decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        user, sep, password = decoded.partition(":")
+        if not sep:
+            return False
+        hashed = self.users.get(user)
+        key = hashlib.sha256(b"\0".join([user.encode(), password.encode(), hashed or b""]))
+        if hashed is not None and key.digest() in self._verified:
+            return True
+        ok = await asyncio.to_thread(_checkpw, password.encode(), hashed or _DUMMY_HASH)
+        if ok and hashed is not None:
+            self._verified.add(key.digest())
+            return True
+        return False
+
+
+def _checkpw(password: bytes, hashed: bytes) -> bool:
+    try:
+        return bool(bcrypt.checkpw(password, hashed))
+    except ValueError:
+        return hmac.compare_digest(password, b"\0never")
+
+
+def _file(base: Path, value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"web config: {what} must be a file path")
+    path = Path(value) if Path(value).is_absolute() else base / value
+    if not path.is_file():
+        raise ConfigError(f"web config: {what} {path} does not exist or is not a file")
+    try:
+        path.open("rb").close()
+    except OSError as exc:
+        raise ConfigError(f"web config: cannot read {what} {path}: {exc.strerror}") from None
+    return str(path)
+
+
+def _tls(base: Path, raw: Any) -> TlsConfig | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ConfigError("web config: tls_server_config must be a mapping")
+    unknown = set(raw) - _TLS_KEYS
+    if unknown:
+        raise ConfigError(
+            f"web config: unsupported tls_server_config key(s): {', '.join(sorted(unknown))}"
+        )
+    if "cert_file" not in raw or "key_file" not in raw:
+        raise ConfigError("web config: tls_server_config needs both cert_file and key_file")
+    auth_type = raw.get("client_auth_type", "NoClientCert")
+    if auth_type not in _CLIENT_AUTH:
+        raise ConfigError(f"web config: unknown client_auth_type {auth_type!r}")
+    ca = raw.get("client_ca_file")
+    if _CLIENT_AUTH[auth_type] != ssl.CERT_NONE and not ca:
+        raise ConfigError(f"web config: client_auth_type {auth_type} needs client_ca_file")
+    tls = TlsConfig(
+        cert_file=_file(base, raw["cert_file"], "cert_file"),
+        key_file=_file(base, raw["key_file"], "key_file"),
+        client_ca_file=_file(base, ca, "client_ca_file") if ca else None,
+        client_cert_reqs=_CLIENT_AUTH[auth_type],
+    )
+    try:  # fail at start, with one line, rather than on the first HTTPS request
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(tls.cert_file, tls.key_file)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"web config: cannot load the TLS certificate/key: {exc}") from None
+    return tls
+
+
+def _users(raw: Any) -> dict[str, bytes]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError("web config: basic_auth_users must map user names to bcrypt hashes")
+    users: dict[str, bytes] = {}
+    for user, hashed in raw.items():
+        if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
+            raise ConfigError(f"web config: the password of user {user!r} is not a bcrypt hash")
+        users[str(user)] = hashed.encode()
+    return users
+
+
+def load_web_config(path: str | None) -> WebConfig:
+    """Parse and validate ``path``; no path means plain HTTP without authentication."""
+    if path is None:
+        return WebConfig()
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read --web.config.file {path}: {exc.strerror or exc}") from None
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        raise ConfigError(f"--web.config.file {path} is not valid YAML{line}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"--web.config.file {path} must be a YAML mapping")
+    unknown = set(raw) - {"tls_server_config", "basic_auth_users"}
+    if unknown:
+        names = ", ".join(sorted(map(str, unknown)))
+        raise ConfigError(f"web config: unsupported key(s): {names}")
+    base = file.resolve().parent
+    return WebConfig(
+        tls=_tls(base, raw.get("tls_server_config")), users=_users(raw.get("basic_auth_users"))
+    )
