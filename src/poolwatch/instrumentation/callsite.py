@@ -51,6 +51,8 @@ def _is_internal(code: CodeType) -> bool:
         internal = (
             in_stdlib
             or filename.startswith(_INTERNAL_PREFIXES)
+            # code SQLAlchemy generates at import time, e.g. "<generated wrapper for ...>"
+            or (filename.startswith("<") and "sqlalchemy" in filename)
             or any(f"{os.sep}{pkg}{os.sep}" in filename for pkg in _INTERNAL_PACKAGES)
         )
         _internal_cache[code] = internal

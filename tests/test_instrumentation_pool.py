@@ -1,0 +1,480 @@
+"""poolwatch.instrument on a real AsyncEngine over asyncpg: gauges, exhaustion, timeouts,
+cancellation, invalidation, leaks, dispose, uninstrument. Real PostgreSQL, no mocks."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import sys
+import warnings
+
+import asyncpg
+import pytest
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry
+from sqlalchemy import event
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool, StaticPool
+
+import poolwatch
+from support import PgTarget
+
+pytestmark = pytest.mark.instrumentation
+
+
+def value(registry: CollectorRegistry, name: str, pool: str, **labels: str) -> float | None:
+    return registry.get_sample_value(name, {"pool": pool, **labels})
+
+
+def assert_gauges_match_pool(registry: CollectorRegistry, engine: AsyncEngine, pool: str) -> None:
+    p = engine.pool
+    assert value(registry, "sqlalchemy_pool_checked_out", pool) == p.checkedout()  # type: ignore[attr-defined]
+    assert value(registry, "sqlalchemy_pool_idle", pool) == p.checkedin()  # type: ignore[attr-defined]
+    assert value(registry, "sqlalchemy_pool_overflow", pool) == max(0, p.overflow())  # type: ignore[attr-defined]
+
+
+async def hold(engine: AsyncEngine, n: int) -> list[AsyncConnection]:
+    conns = []
+    for _ in range(n):
+        conn = await engine.connect()
+        await conn.execute(sa.text("select 1"))
+        conns.append(conn)
+    return conns
+
+
+async def terminate_backend(pg: PgTarget, pid: int) -> None:
+    """Kill one server backend from a separate admin connection, and wait until it is gone."""
+    admin = await asyncpg.connect(pg.dsn)
+    try:
+        await admin.execute("select pg_terminate_backend($1)", pid)
+        for _ in range(200):
+            gone = await admin.fetchval(
+                "select count(*) = 0 from pg_stat_activity where pid = $1", pid
+            )
+            if gone:
+                return
+            await asyncio.sleep(0.01)
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+async def test_sqlalchemy_version_is_supported() -> None:
+    # CI runs this module on SQLAlchemy 2.0 and on 2.1 (see scripts/test.sh).
+    major_minor = tuple(int(x) for x in sa.__version__.split(".")[:2])
+    assert major_minor in {(2, 0), (2, 1)}
+
+
+async def test_configuration_and_idle_state(pg: PgTarget, registry: CollectorRegistry) -> None:
+    engine = create_async_engine(pg.url(), pool_size=3, max_overflow=2, pool_timeout=7)
+    handle = poolwatch.instrument(engine, name="primary", registry=registry)
+    try:
+        assert handle.name == "primary"
+        assert value(registry, "sqlalchemy_pool_size", "primary") == 3
+        assert value(registry, "sqlalchemy_pool_max_overflow", "primary") == 2
+        assert value(registry, "sqlalchemy_pool_timeout_seconds", "primary") == 7
+        # SQLAlchemy's own overflow() is -pool_size before any connection exists; ours never
+        # goes below zero.
+        assert engine.pool.overflow() == -3  # type: ignore[attr-defined]
+        assert value(registry, "sqlalchemy_pool_overflow", "primary") == 0
+        assert value(registry, "sqlalchemy_pool_checked_out", "primary") == 0
+        conns = await hold(engine, 2)
+        assert_gauges_match_pool(registry, engine, "primary")
+        assert value(registry, "sqlalchemy_pool_checked_out", "primary") == 2
+        assert value(registry, "sqlalchemy_pool_checkouts_total", "primary") == 2
+        for conn in conns:
+            await conn.close()
+        assert_gauges_match_pool(registry, engine, "primary")
+        assert value(registry, "sqlalchemy_pool_idle", "primary") == 2
+        assert value(registry, "sqlalchemy_pool_checkins_total", "primary") == 2
+        # two new DBAPI connections were opened and timed
+        assert value(registry, "sqlalchemy_pool_connect_duration_seconds_count", "primary") == 2
+        assert value(registry, "sqlalchemy_pool_hold_duration_seconds_count", "primary") == 2
+    finally:
+        handle.close()
+        await engine.dispose()
+
+
+async def test_default_name_has_no_credentials(pg: PgTarget, registry: CollectorRegistry) -> None:
+    url = sa.make_url(pg.url()).set(username="app_user", password="s3cret-pw", port=6543)
+    engine = create_async_engine(url)
+    handle = poolwatch.instrument(engine, registry=registry)
+    try:
+        assert handle.name.startswith("postgresql+asyncpg://")
+        assert ":6543/" in handle.name
+        assert "s3cret-pw" not in handle.name and "app_user" not in handle.name
+    finally:
+        handle.close()
+        await engine.dispose()
+
+
+async def test_exhaustion_waiters_and_timeout(pg: PgTarget, registry: CollectorRegistry) -> None:
+    engine = create_async_engine(pg.url(), pool_size=2, max_overflow=1, pool_timeout=0.5)
+    poolwatch.instrument(engine, name="tight", registry=registry)
+    conns = await hold(engine, 3)
+    try:
+        waiters = [asyncio.create_task(hold(engine, 1)) for _ in range(2)]
+        for _ in range(100):
+            if value(registry, "sqlalchemy_pool_waiting", "tight") == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert value(registry, "sqlalchemy_pool_waiting", "tight") == 2
+        assert value(registry, "sqlalchemy_pool_checked_out", "tight") == 3
+        assert value(registry, "sqlalchemy_pool_overflow", "tight") == 1
+        assert value(registry, "sqlalchemy_pool_idle", "tight") == 0
+        assert_gauges_match_pool(registry, engine, "tight")
+
+        results = await asyncio.gather(*waiters, return_exceptions=True)
+        # The caller still gets SQLAlchemy's own error, exactly as without poolwatch.
+        for result in results:
+            assert isinstance(result, PoolTimeoutError)
+            assert "QueuePool limit of size 2 overflow 1 reached" in str(result)
+        assert value(registry, "sqlalchemy_pool_timeouts_total", "tight") == 2
+        assert value(registry, "sqlalchemy_pool_waiting", "tight") == 0
+        # Both failed waits are in the checkout histogram, near pool_timeout (0.5 s): above
+        # the 0.25 s bucket, within the 1 s one.
+        name = "sqlalchemy_pool_checkout_duration_seconds_bucket"
+        below = value(registry, name, "tight", le="0.25")
+        within = value(registry, name, "tight", le="1.0")
+        assert below is not None and within is not None
+        assert within - below == 2
+        assert value(registry, "sqlalchemy_pool_checkouts_total", "tight") == 3
+    finally:
+        for conn in conns:
+            await conn.close()
+        await engine.dispose()
+
+
+async def test_cancelled_waiter_leaves_waiting_correct(
+    pg: PgTarget, registry: CollectorRegistry
+) -> None:
+    engine = create_async_engine(pg.url(), pool_size=1, max_overflow=0, pool_timeout=30)
+    poolwatch.instrument(engine, name="cancel", registry=registry)
+    conns = await hold(engine, 1)
+    try:
+        waiter = asyncio.create_task(hold(engine, 1))
+        for _ in range(100):
+            if value(registry, "sqlalchemy_pool_waiting", "cancel") == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert value(registry, "sqlalchemy_pool_waiting", "cancel") == 1
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        assert value(registry, "sqlalchemy_pool_waiting", "cancel") == 0
+        assert value(registry, "sqlalchemy_pool_timeouts_total", "cancel") == 0
+        assert value(registry, "sqlalchemy_pool_checked_out", "cancel") == 1
+    finally:
+        for conn in conns:
+            await conn.close()
+    # The pool still works after the cancellation.
+    async with engine.connect() as conn:
+        assert (await conn.execute(sa.text("select 1"))).scalar() == 1
+    assert value(registry, "sqlalchemy_pool_checked_out", "cancel") == 0
+    await engine.dispose()
+
+
+async def test_pre_ping_invalidation_is_counted(pg: PgTarget, registry: CollectorRegistry) -> None:
+    engine = create_async_engine(pg.url(), pool_size=2, pool_pre_ping=True)
+    poolwatch.instrument(engine, name="ping", registry=registry)
+    try:
+        async with engine.connect() as conn:
+            pid = (await conn.execute(sa.text("select pg_backend_pid()"))).scalar()
+        await terminate_backend(pg, pid)
+        async with engine.connect() as conn:
+            assert (await conn.execute(sa.text("select 1"))).scalar() == 1
+        assert (
+            value(registry, "sqlalchemy_pool_invalidations_total", "ping", reason="pre_ping") == 1
+        )
+        assert value(registry, "sqlalchemy_pool_checked_out", "ping") == 0
+        checkouts = value(registry, "sqlalchemy_pool_checkouts_total", "ping")
+        assert checkouts == value(registry, "sqlalchemy_pool_checkins_total", "ping")
+    finally:
+        await engine.dispose()
+
+
+async def test_disconnect_during_use_is_counted(pg: PgTarget, registry: CollectorRegistry) -> None:
+    engine = create_async_engine(pg.url(), pool_size=2)
+    poolwatch.instrument(engine, name="drop", registry=registry)
+    try:
+        async with engine.connect() as victim:
+            pid = (await victim.execute(sa.text("select pg_backend_pid()"))).scalar()
+            await terminate_backend(pg, pid)
+            with pytest.raises(sa.exc.DBAPIError):
+                await victim.execute(sa.text("select 1"))
+        assert (
+            value(registry, "sqlalchemy_pool_invalidations_total", "drop", reason="disconnect") == 1
+        )
+        assert value(registry, "sqlalchemy_pool_checked_out", "drop") == 0
+    finally:
+        await engine.dispose()
+
+
+async def test_leak_counted_once_and_logged_with_callsite(
+    pg: PgTarget, registry: CollectorRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = create_async_engine(pg.url(), pool_size=2)
+    poolwatch.instrument(engine, name="leaky", registry=registry, leak_threshold=0.2)
+    caplog.set_level(logging.WARNING, logger="poolwatch")
+    try:
+        leaked = await engine.connect()  # the line the report must name
+        checkout_line = sys._getframe().f_lineno - 1
+        await leaked.execute(sa.text("select 1"))
+        for _ in range(200):
+            if value(registry, "sqlalchemy_pool_leaks_total", "leaky") == 1:
+                break
+            await asyncio.sleep(0.02)
+        assert value(registry, "sqlalchemy_pool_leaks_total", "leaky") == 1
+        oldest = value(registry, "sqlalchemy_pool_oldest_checkout_seconds", "leaky")
+        assert oldest is not None and oldest > 0.2
+        await asyncio.sleep(0.3)  # still held: still counted once
+        await leaked.close()
+        assert value(registry, "sqlalchemy_pool_leaks_total", "leaky") == 1
+        assert value(registry, "sqlalchemy_pool_oldest_checkout_seconds", "leaky") == 0
+        reports = [r.getMessage() for r in caplog.records if "leak threshold" in r.getMessage()]
+        assert len(reports) == 1
+        # the report names this file, the line of `await engine.connect()` and this function
+        assert f"{__file__}:{checkout_line} in " in reports[0], reports[0]
+        assert "test_leak_counted_once_and_logged_with_callsite" in reports[0]
+    finally:
+        await engine.dispose()
+
+
+async def test_short_holds_are_not_leaks(pg: PgTarget, registry: CollectorRegistry) -> None:
+    engine = create_async_engine(pg.url(), pool_size=2)
+    poolwatch.instrument(engine, name="fine", registry=registry, leak_threshold=5)
+    try:
+        for _ in range(20):
+            async with engine.connect() as conn:
+                await conn.execute(sa.text("select 1"))
+        assert value(registry, "sqlalchemy_pool_leaks_total", "fine") == 0
+    finally:
+        await engine.dispose()
+
+
+async def test_garbage_collected_connection_is_not_drift(
+    pg: PgTarget, registry: CollectorRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Under asyncio a connection dropped without close() is detached by the garbage
+    # collector: SQLAlchemy emits detach but no checkin. Event-delta counting drifts here.
+    engine = create_async_engine(pg.url(), pool_size=2)
+    poolwatch.instrument(engine, name="gc", registry=registry)
+    caplog.set_level(logging.WARNING, logger="poolwatch")
+    try:
+        conn = await engine.connect()
+        await conn.execute(sa.text("select 1"))
+        assert value(registry, "sqlalchemy_pool_checked_out", "gc") == 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            del conn
+            gc.collect()
+        await asyncio.sleep(0.05)
+        assert value(registry, "sqlalchemy_pool_checked_out", "gc") == engine.pool.checkedout()  # type: ignore[attr-defined]
+        assert value(registry, "sqlalchemy_pool_checked_out", "gc") == 0
+        assert value(registry, "sqlalchemy_pool_checkouts_total", "gc") == value(
+            registry, "sqlalchemy_pool_checkins_total", "gc"
+        )
+        assert any("without being returned" in r.getMessage() for r in caplog.records)
+        async with engine.connect() as conn2:
+            assert (await conn2.execute(sa.text("select 1"))).scalar() == 1
+    finally:
+        await engine.dispose()
+
+
+async def test_failed_reconnect_checkin_does_not_go_negative(
+    pg: PgTarget, registry: CollectorRegistry
+) -> None:
+    # When the pre-ping finds a dead connection and reconnecting fails, SQLAlchemy returns
+    # the record via _checkin_failed without a checkout event; OpenTelemetry's
+    # instrumentation reports negative "used" connections there.
+    local = pg.need_local()
+    engine = create_async_engine(pg.url(), pool_size=2, pool_pre_ping=True)
+    poolwatch.instrument(engine, name="down", registry=registry)
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(sa.text("select 1"))
+        local.stop_server()
+        try:
+            # asyncpg raises OSError for a missing socket, DBAPIError for a refused login
+            with pytest.raises((sa.exc.DBAPIError, OSError)):
+                async with engine.connect() as conn:
+                    await conn.execute(sa.text("select 1"))
+        finally:
+            local.start_server()
+        assert value(registry, "sqlalchemy_pool_checked_out", "down") == 0
+        assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+        assert value(registry, "sqlalchemy_pool_checkouts_total", "down") == 1
+        assert value(registry, "sqlalchemy_pool_checkins_total", "down") == 1
+        assert (
+            value(registry, "sqlalchemy_pool_invalidations_total", "down", reason="pre_ping") == 1
+        )
+        assert (value(registry, "sqlalchemy_pool_connect_errors_total", "down") or 0) >= 1
+        async with engine.connect() as conn:  # and it recovers
+            assert (await conn.execute(sa.text("select 1"))).scalar() == 1
+    finally:
+        await engine.dispose()
+
+
+async def test_dispose_keeps_instrumentation(pg: PgTarget, registry: CollectorRegistry) -> None:
+    engine = create_async_engine(pg.url(), pool_size=2, max_overflow=1, pool_timeout=0.3)
+    poolwatch.instrument(engine, name="disposed", registry=registry)
+    old_pool = engine.pool
+    async with engine.connect():
+        pass
+    await engine.dispose()
+    assert engine.pool is not old_pool  # dispose() built a new pool with recreate()
+    conns = await hold(engine, 3)
+    try:
+        assert value(registry, "sqlalchemy_pool_checked_out", "disposed") == 3
+        assert value(registry, "sqlalchemy_pool_overflow", "disposed") == 1
+        with pytest.raises(PoolTimeoutError):
+            await hold(engine, 1)
+        assert value(registry, "sqlalchemy_pool_timeouts_total", "disposed") == 1
+        assert value(registry, "sqlalchemy_pool_checkouts_total", "disposed") == 4
+    finally:
+        for conn in conns:
+            await conn.close()
+        await engine.dispose()
+
+
+async def test_instrument_twice_is_harmless(pg: PgTarget, registry: CollectorRegistry) -> None:
+    engine = create_async_engine(pg.url())
+    first = poolwatch.instrument(engine, name="twice", registry=registry)
+    second = poolwatch.instrument(engine, name="twice", registry=registry)
+    assert first is second
+    try:
+        async with engine.connect():
+            pass
+        assert value(registry, "sqlalchemy_pool_checkouts_total", "twice") == 1
+        assert value(registry, "sqlalchemy_pool_connect_duration_seconds_count", "twice") == 1
+    finally:
+        first.close()
+        await engine.dispose()
+
+
+async def test_uninstrument_removes_everything(pg: PgTarget, registry: CollectorRegistry) -> None:
+    engine = create_async_engine(pg.url())
+    original_class = type(engine.pool)
+    handle = poolwatch.instrument(engine, name="gone", registry=registry, leak_threshold=1)
+    listeners = handle.tracker._pool_listeners  # type: ignore[attr-defined]
+    assert type(engine.pool) is not original_class
+    async with engine.connect():
+        pass
+    poolwatch.uninstrument(engine)
+    assert handle.closed
+    assert type(engine.pool).__mro__[0].__dict__.get("_poolwatch_original_class") is None
+    assert "_poolwatch" not in engine.pool.__dict__
+    assert not hasattr(engine.pool._invoke_creator, "__wrapped__")
+    for name, fn in listeners.items():
+        assert not event.contains(engine.pool, name, fn)
+    assert value(registry, "sqlalchemy_pool_checkouts_total", "gone") is None
+    assert list(registry.collect()) == []
+    async with engine.connect() as conn:  # the engine keeps working, unobserved
+        assert (await conn.execute(sa.text("select 1"))).scalar() == 1
+    # and can be instrumented again from scratch
+    again = poolwatch.instrument(engine, name="gone", registry=registry)
+    async with engine.connect():
+        pass
+    assert value(registry, "sqlalchemy_pool_checkouts_total", "gone") == 1
+    again.close()
+    await engine.dispose()
+
+
+async def test_two_engines_side_by_side(pg: PgTarget, registry: CollectorRegistry) -> None:
+    primary = create_async_engine(pg.url(), pool_size=2)
+    replica = create_async_engine(pg.url(), pool_size=4)
+    poolwatch.instrument(primary, name="primary", registry=registry)
+    poolwatch.instrument(replica, name="replica", registry=registry)
+    try:
+        a = await hold(primary, 1)
+        b = await hold(replica, 3)
+        assert value(registry, "sqlalchemy_pool_checked_out", "primary") == 1
+        assert value(registry, "sqlalchemy_pool_checked_out", "replica") == 3
+        assert value(registry, "sqlalchemy_pool_size", "primary") == 2
+        assert value(registry, "sqlalchemy_pool_size", "replica") == 4
+        for conn in a + b:
+            await conn.close()
+    finally:
+        await primary.dispose()
+        await replica.dispose()
+
+
+async def test_duplicate_name_is_made_unique(pg: PgTarget, registry: CollectorRegistry) -> None:
+    one = create_async_engine(pg.url())
+    two = create_async_engine(pg.url())
+    h1 = poolwatch.instrument(one, name="same", registry=registry)
+    h2 = poolwatch.instrument(two, name="same", registry=registry)
+    assert (h1.name, h2.name) == ("same", "same#2")
+    h1.close()
+    h2.close()
+    await one.dispose()
+    await two.dispose()
+
+
+async def test_nullpool_and_staticpool(pg: PgTarget, registry: CollectorRegistry) -> None:
+    null = create_async_engine(pg.url(), poolclass=NullPool)
+    static = create_async_engine(pg.url(), poolclass=StaticPool)
+    poolwatch.instrument(null, name="null", registry=registry)
+    poolwatch.instrument(static, name="static", registry=registry)
+    try:
+        async with null.connect() as conn:
+            await conn.execute(sa.text("select 1"))
+            assert value(registry, "sqlalchemy_pool_checked_out", "null") == 1
+        async with static.connect() as conn:
+            await conn.execute(sa.text("select 1"))
+        assert value(registry, "sqlalchemy_pool_checked_out", "null") == 0
+        assert value(registry, "sqlalchemy_pool_checkouts_total", "null") == 1
+        assert value(registry, "sqlalchemy_pool_checkins_total", "null") == 1
+        assert value(registry, "sqlalchemy_pool_connect_duration_seconds_count", "null") == 1
+        assert value(registry, "sqlalchemy_pool_checkouts_total", "static") == 1
+        # queue-only concepts are absent, not zero
+        for pool in ("null", "static"):
+            assert value(registry, "sqlalchemy_pool_size", pool) is None
+            assert value(registry, "sqlalchemy_pool_waiting", pool) is None
+    finally:
+        await null.dispose()
+        await static.dispose()
+
+
+async def test_broken_metrics_sink_does_not_break_the_app(
+    pg: PgTarget, registry: CollectorRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = create_async_engine(pg.url())
+    handle = poolwatch.instrument(engine, name="broken", registry=registry)
+    calls = 0
+
+    def broken_sink(kind: str, seconds: float) -> None:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("metrics backend is down")
+
+    handle.tracker.observers.append(broken_sink)
+    caplog.set_level(logging.DEBUG, logger="poolwatch")
+    try:
+        for _ in range(5):
+            async with engine.connect() as conn:
+                assert (await conn.execute(sa.text("select 1"))).scalar() == 1
+        assert calls >= 5
+        warnings_logged = [
+            r
+            for r in caplog.records
+            if r.levelno == logging.WARNING and "internal error" in r.getMessage()
+        ]
+        assert len(warnings_logged) == 1  # logged once, then only at DEBUG
+        assert value(registry, "sqlalchemy_pool_checkouts_total", "broken") == 5
+    finally:
+        handle.close()
+        await engine.dispose()
+
+
+def test_rejects_what_is_not_an_engine() -> None:
+    with pytest.raises(TypeError, match="expects a SQLAlchemy Engine or AsyncEngine"):
+        poolwatch.instrument("postgresql://nope")
+    with pytest.raises(ValueError, match="leak_threshold"):
+        poolwatch.instrument(sa.create_engine("sqlite://"), leak_threshold=0)

@@ -1,0 +1,209 @@
+"""A sync Engine under threads (psycopg), and a real FastAPI app: seed 000's verification,
+route names in leak reports, and /metrics served off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from fastapi import Depends, FastAPI
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+
+import poolwatch
+from support import PgTarget
+
+pytestmark = pytest.mark.instrumentation
+
+
+def value(registry: CollectorRegistry, name: str, pool: str, **labels: str) -> float | None:
+    return registry.get_sample_value(name, {"pool": pool, **labels})
+
+
+def test_sync_engine_with_threads(pg: PgTarget) -> None:
+    registry = CollectorRegistry()
+    engine = sa.create_engine(pg.url("psycopg"), pool_size=2, max_overflow=1, pool_timeout=0.3)
+    poolwatch.instrument(engine, name="sync", registry=registry)
+    release = threading.Event()
+    holding = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def hold_one() -> None:
+        with engine.connect() as conn:
+            conn.execute(sa.text("select 1"))
+            holding.wait()
+            release.wait(10)
+
+    def wait_one() -> None:
+        try:
+            with engine.connect():
+                pass
+        except BaseException as exc:
+            errors.append(exc)
+
+    holders = [threading.Thread(target=hold_one) for _ in range(3)]
+    for t in holders:
+        t.start()
+    holding.wait()
+    assert value(registry, "sqlalchemy_pool_checked_out", "sync") == 3
+    assert value(registry, "sqlalchemy_pool_overflow", "sync") == 1
+    waiter = threading.Thread(target=wait_one)
+    waiter.start()
+    waiter.join()
+    assert len(errors) == 1 and isinstance(errors[0], PoolTimeoutError)
+    assert value(registry, "sqlalchemy_pool_timeouts_total", "sync") == 1
+    release.set()
+    for t in holders:
+        t.join()
+    assert value(registry, "sqlalchemy_pool_checked_out", "sync") == 0
+    assert value(registry, "sqlalchemy_pool_idle", "sync") == engine.pool.checkedin()  # type: ignore[attr-defined]
+
+    # many threads hammering a small pool: counters balance exactly afterwards
+    def work() -> None:
+        for _ in range(25):
+            try:
+                with engine.connect() as conn:
+                    conn.execute(sa.text("select 1"))
+            except PoolTimeoutError:
+                pass
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert value(registry, "sqlalchemy_pool_checked_out", "sync") == 0
+    assert value(registry, "sqlalchemy_pool_waiting", "sync") == 0
+    assert value(registry, "sqlalchemy_pool_checkouts_total", "sync") == value(
+        registry, "sqlalchemy_pool_checkins_total", "sync"
+    )
+    engine.dispose()
+
+
+class App:
+    """A FastAPI app whose handlers use a yield-scoped AsyncSession (seed 000, step 1)."""
+
+    def __init__(self, url: str, registry: CollectorRegistry, leak_threshold: float | None) -> None:
+        self.engine = create_async_engine(url, pool_size=5, max_overflow=5, pool_timeout=10)
+        self.handle = poolwatch.instrument(
+            self.engine, name="app", registry=registry, leak_threshold=leak_threshold
+        )
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.leaked: list[AsyncSession] = []
+        app = FastAPI()
+
+        async def get_session() -> AsyncIterator[AsyncSession]:
+            async with self.sessions() as session:
+                yield session
+
+        @app.get("/items/{item_id}")
+        async def item(
+            item_id: int, session: AsyncSession = Depends(get_session)
+        ) -> dict[str, int]:
+            row = await session.execute(sa.text("select :v + 0"), {"v": item_id})
+            await asyncio.sleep(0.001)
+            return {"id": int(row.scalar_one())}
+
+        @app.get("/leak/{n}")
+        async def leak(n: int) -> dict[str, str]:
+            session = self.sessions()  # a session kept beyond its request (seed 000)
+            await session.execute(sa.text("select 1"))
+            self.leaked.append(session)
+            return {"ok": "leaked"}
+
+        app.mount("/metrics", poolwatch.metrics_app(registry))
+        app.add_middleware(poolwatch.RouteMiddleware)
+        self.app = app
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def client_app(pg: PgTarget, registry: CollectorRegistry) -> Iterator[App]:
+    app = App(pg.url(), registry, leak_threshold=0.3)
+    yield app
+    app.handle.close()
+
+
+async def test_seed_000_connections_return_under_load(
+    client_app: App, registry: CollectorRegistry
+) -> None:
+    transport = httpx.ASGITransport(app=client_app.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+        before = client_app.engine.pool.checkedout()  # type: ignore[attr-defined]
+        responses = await asyncio.gather(*(client.get(f"/items/{i}") for i in range(250)))
+        assert all(r.status_code == 200 for r in responses)
+        assert [r.json()["id"] for r in responses] == list(range(250))
+        assert client_app.engine.pool.checkedout() == before  # type: ignore[attr-defined]
+        assert value(registry, "sqlalchemy_pool_checked_out", "app") == before
+        checkouts = value(registry, "sqlalchemy_pool_checkouts_total", "app")
+        assert checkouts is not None and checkouts >= 250
+        assert checkouts == value(registry, "sqlalchemy_pool_checkins_total", "app")
+        # 250 concurrent requests on 10 connections: some waited, none timed out
+        assert value(registry, "sqlalchemy_pool_timeouts_total", "app") == 0
+        waited = value(registry, "sqlalchemy_pool_checkout_duration_seconds_count", "app")
+        assert waited == checkouts
+        # the scrape endpoint serves the same numbers
+        scrape = await client.get("/metrics/")
+        assert scrape.status_code == 200
+        assert f'sqlalchemy_pool_checkouts_total{{pool="app"}} {checkouts}' in scrape.text
+    await client_app.engine.dispose()
+
+
+async def test_leak_report_names_the_route_template(
+    client_app: App, registry: CollectorRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="poolwatch")
+    transport = httpx.ASGITransport(app=client_app.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+        assert (await client.get("/leak/12345")).status_code == 200
+        for _ in range(200):
+            if value(registry, "sqlalchemy_pool_leaks_total", "app") == 1:
+                break
+            await asyncio.sleep(0.02)
+    assert value(registry, "sqlalchemy_pool_leaks_total", "app") == 1
+    report = next(r.getMessage() for r in caplog.records if "leak threshold" in r.getMessage())
+    assert "(route GET /leak/{n})" in report
+    assert "12345" not in report  # the template, never the raw path
+    assert __file__ in report and " in leak" in report
+    for session in client_app.leaked:
+        await session.close()
+    assert value(registry, "sqlalchemy_pool_checked_out", "app") == 0
+    await client_app.engine.dispose()
+
+
+async def test_metrics_app_renders_off_the_event_loop(registry: CollectorRegistry) -> None:
+    seen: list[str] = []
+
+    class ThreadProbe:
+        def collect(self) -> Iterator[GaugeMetricFamily]:
+            seen.append(threading.current_thread().name)
+            yield GaugeMetricFamily("probe", "which thread rendered the scrape", value=1)
+
+    registry.register(ThreadProbe())  # type: ignore[arg-type]
+    seen.clear()
+    transport = httpx.ASGITransport(app=poolwatch.metrics_app(registry))
+    async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+        plain = await client.get("/", headers={"accept-encoding": "identity"})
+        om = await client.get(
+            "/", headers={"accept": "application/openmetrics-text; version=1.0.0"}
+        )
+        zipped = await client.get("/", headers={"accept-encoding": "gzip"})
+        post = await client.post("/")
+    assert plain.status_code == 200 and "probe 1.0" in plain.text
+    assert plain.headers["content-type"].startswith("text/plain")
+    assert om.headers["content-type"].startswith("application/openmetrics-text")
+    assert om.text.rstrip().endswith("# EOF")
+    assert zipped.headers.get("content-encoding") == "gzip" and "probe 1.0" in zipped.text
+    assert post.status_code == 405
+    assert seen and threading.main_thread().name not in seen
