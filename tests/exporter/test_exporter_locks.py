@@ -1,0 +1,33 @@
+"""Lock waits and blocking from real row locks."""
+
+from __future__ import annotations
+
+from conftest import Sessions
+
+
+async def test_k_sessions_blocked_on_a_row_lock_held_by_one(
+    exporter_factory, sessions: Sessions, database: str
+) -> None:
+    k = 4
+    exp = exporter_factory()
+    holder, *waiters = await sessions.open(k + 1, app="locker")
+    await holder.execute("CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t VALUES (1, 0)")
+    await holder.execute("BEGIN; SELECT * FROM t WHERE id = 1 FOR UPDATE")
+    # FOR SHARE waiters queue on the holder's transaction only (their tuple locks do not
+    # conflict with each other), so exactly one session blocks all K.
+    for conn in waiters:
+        sessions.background(conn.execute("SELECT * FROM t WHERE id = 1 FOR SHARE"))
+    db = {"datname": database}
+    scrape = await exp.until(
+        lambda s: s.get("pg_lock_waiting_sessions", **db) == k
+        and (s.get("pg_lock_wait_max_seconds", **db) or 0) > 0
+    )
+    assert scrape.get("pg_blocked_sessions", **db) == k
+    assert scrape.get("pg_blocking_sessions", **db) == 1
+    assert scrape.get("pg_sessions", **db, usename="postgres", application_name="locker", state="active") == k
+    assert scrape.get("pg_transaction_max_age_seconds", **db, state="idle in transaction") > 0
+
+    await holder.execute("ROLLBACK")
+    released = await exp.until(lambda s: s.get("pg_lock_waiting_sessions", **db) is None)
+    assert released.get("pg_blocked_sessions", **db) is None
+    assert released.get("pg_blocking_sessions", **db) is None
