@@ -70,7 +70,7 @@ def parse_duration(text: str) -> float:
 def parse_listen_address(text: str) -> tuple[str, int]:
     """``host:port``, ``:port`` (all interfaces) or ``[ipv6]:port`` -> (host, port)."""
     host, sep, port = text.strip().rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ValueError(f"--web.listen-address must look like :{DEFAULT_PORT} or host:port")
     host = host.strip("[]") or "0.0.0.0"
     return host, int(port)

@@ -35,8 +35,12 @@ WITH act AS MATERIALIZED (
 cli AS (SELECT * FROM act WHERE backend_type = 'client backend')
 SELECT"""
 
-# Before backend_type existed, client backends were the ones with a database.
-_BACKEND_TYPE_FALLBACK = "CASE WHEN datname IS NULL THEN 'other' ELSE 'client backend' END"
+# backend_type is NULL for other roles' processes when the exporter's role lacks
+# pg_read_all_stats (and absent before PostgreSQL 10): such a process with a database is
+# counted as a client session (with state "unknown"), never silently dropped.
+_BACKEND_TYPE = (
+    "coalesce({column}, CASE WHEN datname IS NOT NULL THEN 'client backend' END, 'unknown')"
+)
 
 
 def _age(column: str) -> str:
@@ -49,7 +53,9 @@ def _age(column: str) -> str:
 
 def build_sql(features: Features) -> str:
     """The one scrape statement for a server with ``features`` ($1 = stale threshold, s)."""
-    backend_type = "backend_type" if features.has_backend_type else _BACKEND_TYPE_FALLBACK
+    backend_type = _BACKEND_TYPE.format(
+        column="backend_type" if features.has_backend_type else "NULL::text"
+    )
     head = ACTIVITY_SQL.format(
         backend_type=backend_type,
         state_age=_age("state_change"),
