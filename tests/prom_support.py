@@ -1,0 +1,289 @@
+"""Real Prometheus and Alertmanager processes for tests, on free loopback ports.
+
+``start_prometheus(config, tmp)`` / ``start_alertmanager(config, tmp)`` run the Debian
+binaries with a throw-away data directory, wait until they answer ``/-/ready`` and return a
+handle with the base URL; ``stop()`` ends the process (and only that process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from support import require_tool
+
+READY_TIMEOUT_S = 60.0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http_get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
+    """GET ``url``: (status, body); HTTP errors are returned, not raised."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+@dataclass
+class Process:
+    """A server process started by a test, with its base URL and log file."""
+
+    name: str
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+    workdir: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def log_tail(self, chars: int = 4000) -> str:
+        """The end of the process's combined stdout/stderr, for failure messages."""
+        try:
+            return self.log.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
+        """Block until ``/-/ready`` answers 200, or fail with the log."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited ({self.proc.returncode}):\n{self.log_tail()}"
+                )
+            with contextlib.suppress(OSError):
+                status, _ = http_get(self.url + "/-/ready", timeout=2)
+                if status == 200:
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} not ready after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        """Terminate this process (SIGTERM, then SIGKILL) and wait for it."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=15)
+
+
+def _spawn(name: str, argv: list[str], url: str, workdir: Path) -> Process:
+    log = workdir / f"{name}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=workdir)
+    handle = Process(name=name, url=url, proc=proc, log=log, workdir=workdir)
+    try:
+        handle.wait_ready()
+    except BaseException:
+        handle.stop()
+        raise
+    return handle
+
+
+def start_prometheus(config: dict[str, Any], workdir: Path) -> Process:
+    """Run the real ``prometheus`` with ``config`` (a dict written as YAML) on loopback."""
+    binary = require_tool("prometheus")
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_file = workdir / "prometheus.yml"
+    config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+    port = free_port()
+    argv = [
+        binary,
+        f"--config.file={config_file}",
+        f"--storage.tsdb.path={workdir / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--web.enable-lifecycle",
+        "--log.level=info",
+    ]
+    return _spawn("prometheus", argv, f"http://127.0.0.1:{port}", workdir)
+
+
+def start_alertmanager(config: dict[str, Any], workdir: Path) -> Process:
+    """Run the real Alertmanager (Debian's ``prometheus-alertmanager``) on loopback."""
+    binary = require_tool("prometheus-alertmanager")
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_file = workdir / "alertmanager.yml"
+    config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+    port = free_port()
+    argv = [
+        binary,
+        f"--config.file={config_file}",
+        f"--storage.path={workdir / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--cluster.listen-address=",  # no gossip port: a single, private instance
+        "--log.level=info",
+    ]
+    return _spawn("alertmanager", argv, f"http://127.0.0.1:{port}", workdir)
+
+
+def prom_api(base_url: str, path: str, **params: str) -> dict[str, Any]:
+    """GET a Prometheus HTTP API endpoint; the decoded JSON whatever the status."""
+    query = urllib.parse.urlencode(params)
+    status, body = http_get(f"{base_url}/api/v1/{path}" + (f"?{query}" if query else ""))
+    try:
+        data: dict[str, Any] = json.loads(body)
+    except ValueError:
+        data = {"status": "error", "error": f"HTTP {status}: {body[:200]!r}"}
+    data.setdefault("httpStatus", status)
+    return data
+
+
+def wait_until(predicate: Any, timeout: float, interval: float = 0.5, what: str = "") -> Any:
+    """Poll ``predicate()`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
+
+
+# --- PromQL and rule-file helpers (no parser in the Debian packages: a careful tokenizer) -----
+
+REPO = Path(__file__).resolve().parent.parent
+ALERTS_DIR = REPO / "alerts"
+DASHBOARDS_DIR = REPO / "dashboards"
+RULE_FILES = sorted(ALERTS_DIR.glob("*.rules.yml"))
+RULE_TESTS = sorted((ALERTS_DIR / "tests").glob("*.test.yml"))
+DASHBOARD_FILES = sorted(DASHBOARDS_DIR.glob("*.json"))
+
+# Metrics Prometheus itself provides, which no poolwatch module registers.
+PROMETHEUS_BUILTIN_METRICS = frozenset({"up", "ALERTS", "ALERTS_FOR_STATE"})
+_KEYWORDS = frozenset(
+    {
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "and",
+        "or",
+        "unless",
+        "bool",
+        "offset",
+        "inf",
+        "nan",
+    }
+)
+_GROUPING = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
+_IDENT = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
+
+
+def _strip(expr: str) -> str:
+    """``expr`` without strings, label matchers, ranges and grouping label lists."""
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    expr = re.sub(r"'(?:[^'\\]|\\.)*'", "''", expr)
+    expr = re.sub(r"\{[^}]*\}", "", expr)
+    expr = re.sub(r"\[[^\]]*\]", "", expr)
+    return _GROUPING.sub(" ", expr)
+
+
+def promql_selectors(expr: str) -> set[str]:
+    """Metric (and recording rule) names an expression selects."""
+    stripped = _strip(expr)
+    names = set()
+    for match in _IDENT.finditer(stripped):
+        name = match.group(0)
+        rest = stripped[match.end() :].lstrip()
+        before = stripped[: match.start()]
+        if rest.startswith("(") or name.lower() in _KEYWORDS:
+            continue  # a function call or an operator keyword
+        if before.endswith("$") or re.search(r"[0-9.]$", before):
+            continue  # a template variable or part of a number (1e3)
+        names.add(name)
+    return names
+
+
+def rate_arguments(expr: str) -> set[str]:
+    """Names of the series inside every rate(), irate() and increase() of ``expr``."""
+    cleaned = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    found = set()
+    for match in re.finditer(r"\b(rate|irate|increase)\s*\(\s*([A-Za-z_:][A-Za-z0-9_:]*)", cleaned):
+        found.add(match.group(2))
+    return found
+
+
+def histogram_base(name: str) -> str:
+    """``x`` for ``x_bucket`` / ``x_sum`` / ``x_count``, else ``name``."""
+    for suffix in ("_bucket", "_sum", "_count"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def load_rule_groups() -> list[tuple[Path, dict[str, Any]]]:
+    """Every rule group of every alerts/*.rules.yml file, with its file."""
+    out = []
+    for path in RULE_FILES:
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            out.append((path, group))
+    return out
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    """Every alerting rule (dicts as in the YAML)."""
+    return [r for _, g in load_rule_groups() for r in g["rules"] if "alert" in r]
+
+
+def recording_rule_names() -> set[str]:
+    """Names of every recording rule."""
+    return {r["record"] for _, g in load_rule_groups() for r in g["rules"] if "record" in r}
+
+
+def load_dashboards() -> dict[str, dict[str, Any]]:
+    """Every dashboard JSON by file name."""
+    return {p.name: json.loads(p.read_text()) for p in DASHBOARD_FILES}
+
+
+def dashboard_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every panel, including those nested in collapsed rows."""
+    out = []
+    for panel in dashboard["panels"]:
+        out.append(panel)
+        out.extend(panel.get("panels", []))
+    return out
+
+
+def dashboard_exprs(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
+    """(where, PromQL) of every panel target and every query variable."""
+    out = []
+    for panel in dashboard_panels(dashboard):
+        for tgt in panel.get("targets", []):
+            out.append((f"panel {panel['id']} {panel['title']!r} {tgt['refId']}", tgt["expr"]))
+    for var in dashboard["templating"]["list"]:
+        if var["type"] == "query":
+            query = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]
+            match = re.fullmatch(r"\s*label_values\((.*),\s*([A-Za-z_]\w*)\s*\)\s*", query)
+            assert match, f"variable {var['name']}: not a label_values() query: {query}"
+            out.append((f"variable {var['name']}", match.group(1)))
+    return out
+
+
+def substitute_variables(expr: str) -> str:
+    """A panel expression with Grafana's variables replaced by values Prometheus accepts."""
+    expr = expr.replace("$__rate_interval", "1m").replace("$__interval", "1m")
+    expr = expr.replace("${datasource}", "")
+    return re.sub(r"\$\{?[A-Za-z_]\w*\}?", ".*", expr)
