@@ -1,0 +1,10 @@
+"""``poolwatch demo``: an instrumented FastAPI app exhausting its pool, live in the terminal.
+
+Modules: :mod:`~poolwatch.demo.app` (the FastAPI app), :mod:`~poolwatch.demo.scenario`
+(processes and load phases), :mod:`~poolwatch.demo.metrics` (scraping and alert
+thresholds), :mod:`~poolwatch.demo.display` (live panel, plain lines, JSON lines).
+"""
+
+from poolwatch.demo.scenario import DemoError, run_demo
+
+__all__ = ["DemoError", "run_demo"]

@@ -1,0 +1,278 @@
+"""Scrape the two ``/metrics`` endpoints and evaluate the alert rules' thresholds.
+
+The demo does not run Prometheus; it reads the same series Prometheus would and applies
+the same thresholds as ``alerts/*.rules.yml`` (ignoring ``for:``, so it says which alert
+*would* fire). Alert names, severities and ``for:`` are read from those files when the
+repository is at hand; the built-in table below mirrors them otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+Labels = tuple[tuple[str, str], ...]
+
+
+@dataclass
+class Samples:
+    """One scrape: ``name -> [(labels, value)]`` (an empty scrape when the target is down)."""
+
+    series: dict[str, list[tuple[dict[str, str], float]]] = field(default_factory=dict)
+    up: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> Samples:
+        """Parse Prometheus text exposition."""
+        out = cls(up=True)
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                out.series.setdefault(s.name, []).append((dict(s.labels), float(s.value)))
+        return out
+
+    def value(self, name: str, **labels: str) -> float:
+        """Sum of the samples of ``name`` whose labels include ``labels`` (0 when none)."""
+        total = 0.0
+        for have, v in self.series.get(name, []):
+            if all(have.get(k) == want for k, want in labels.items()) and not math.isnan(v):
+                total += v
+        return total
+
+    def maximum(self, name: str, **labels: str) -> float:
+        """Largest matching sample (0 when none)."""
+        found = [
+            v
+            for have, v in self.series.get(name, [])
+            if all(have.get(k) == want for k, want in labels.items()) and not math.isnan(v)
+        ]
+        return max(found, default=0.0)
+
+    def buckets(self, name: str, **labels: str) -> list[tuple[float, float]]:
+        """Cumulative ``(le, count)`` of histogram ``name``, sorted by ``le``."""
+        found: dict[float, float] = {}
+        for have, v in self.series.get(name + "_bucket", []):
+            if all(have.get(k) == want for k, want in labels.items()):
+                le = float(have["le"])
+                found[le] = found.get(le, 0.0) + v
+        return sorted(found.items())
+
+
+def quantile(q: float, now: list[tuple[float, float]], before: list[tuple[float, float]]) -> float:
+    """``histogram_quantile(q, increase)`` between two cumulative bucket lists (0 if empty)."""
+    old = dict(before)
+    inc = [(le, count - old.get(le, 0.0)) for le, count in now]
+    if not inc or inc[-1][1] <= 0:
+        return 0.0
+    rank = q * inc[-1][1]
+    prev_le, prev_count = 0.0, 0.0
+    for le, count in inc:
+        if count >= rank:
+            if math.isinf(le):
+                return prev_le
+            width = count - prev_count
+            return prev_le + (le - prev_le) * ((rank - prev_count) / width if width else 1.0)
+        prev_le, prev_count = le, count
+    return prev_le
+
+
+@dataclass
+class Snapshot:
+    """What both endpoints said at one moment, plus the demo's own request counts."""
+
+    at: float
+    app: Samples
+    pg: Samples
+    requests_ok: int = 0
+    requests_timed_out: int = 0
+    requests_failed: int = 0
+
+    def pool(self, name: str) -> float:
+        """A ``sqlalchemy_pool_*`` value of the demo pool."""
+        return self.app.value(f"sqlalchemy_pool_{name}", pool="demo")
+
+    def as_dict(self, database: str) -> dict[str, float | int | bool]:
+        """The numbers the display shows, JSON-ready."""
+        p, g = self.pool, self.pg
+        return {
+            "pool_size": p("size"),
+            "max_overflow": p("max_overflow"),
+            "checked_out": p("checked_out"),
+            "idle": p("idle"),
+            "overflow": p("overflow"),
+            "waiting": p("waiting"),
+            "oldest_checkout_seconds": round(p("oldest_checkout_seconds"), 2),
+            "checkouts_total": p("checkouts_total"),
+            "checkins_total": p("checkins_total"),
+            "timeouts_total": p("timeouts_total"),
+            "leaks_total": p("leaks_total"),
+            "exporter_up": g.up,
+            "pg_up": g.value("pg_up"),
+            "pg_active": g.value("pg_sessions", datname=database, state="active"),
+            "pg_idle": g.value("pg_sessions", datname=database, state="idle"),
+            "pg_idle_in_transaction": g.value("pg_idle_in_transaction_sessions", datname=database),
+            "pg_idle_in_transaction_stale": g.value(
+                "pg_idle_in_transaction_stale_sessions", datname=database
+            ),
+            "pg_lock_waiting": g.value("pg_lock_waiting_sessions", datname=database),
+            "pg_lock_wait_max_seconds": round(
+                g.maximum("pg_lock_wait_max_seconds", datname=database), 2
+            ),
+            "pg_blocked": g.value("pg_blocked_sessions", datname=database),
+            "pg_blocking": g.value("pg_blocking_sessions", datname=database),
+            "requests_ok": self.requests_ok,
+            "requests_timed_out": self.requests_timed_out,
+            "requests_failed": self.requests_failed,
+        }
+
+
+@dataclass(frozen=True)
+class AlertRule:
+    """An alert of ``alerts/*.rules.yml`` and how the demo evaluates its threshold."""
+
+    name: str
+    severity: str
+    for_: str
+    check: Callable[[Snapshot, Snapshot, str], str | None]
+
+
+def _exhausted(now: Snapshot, _first: Snapshot, _db: str) -> str | None:
+    cap = now.pool("size") + now.pool("max_overflow")
+    if cap and now.pool("checked_out") >= cap and now.pool("waiting") > 0:
+        return f"{now.pool('checked_out'):g}/{cap:g} checked out, {now.pool('waiting'):g} waiting"
+    return None
+
+
+def _near_capacity(now: Snapshot, _first: Snapshot, _db: str) -> str | None:
+    cap = now.pool("size") + now.pool("max_overflow")
+    if cap and now.pool("checked_out") / cap >= 0.85:
+        return f"utilization {now.pool('checked_out') / cap:.2f} >= 0.85"
+    return None
+
+
+def _checkout_slow(now: Snapshot, first: Snapshot, _db: str) -> str | None:
+    name = "sqlalchemy_pool_checkout_duration_seconds"
+    p95 = quantile(0.95, now.app.buckets(name, pool="demo"), first.app.buckets(name, pool="demo"))
+    return f"checkout p95 {p95:.2f} s > 0.5 s" if p95 > 0.5 else None
+
+
+def _increase(metric: str, what: str) -> Callable[[Snapshot, Snapshot, str], str | None]:
+    def check(now: Snapshot, first: Snapshot, _db: str) -> str | None:
+        delta = now.pool(metric) - first.pool(metric)
+        return f"{delta:g} {what}" if delta > 0 else None
+
+    return check
+
+
+def _checkins_lagging(now: Snapshot, first: Snapshot, _db: str) -> str | None:
+    outs = now.pool("checkouts_total") - first.pool("checkouts_total")
+    ins = now.pool("checkins_total") - first.pool("checkins_total")
+    if ins < outs and now.pool("oldest_checkout_seconds") > 60:
+        oldest = now.pool("oldest_checkout_seconds")
+        return f"{outs - ins:g} more checkouts than checkins, oldest held {oldest:.0f} s"
+    return None
+
+
+def _pg(
+    metric: str, threshold: float, what: str
+) -> Callable[[Snapshot, Snapshot, str], str | None]:
+    def check(now: Snapshot, _first: Snapshot, db: str) -> str | None:
+        value = now.pg.value(metric, datname=db)
+        return f"{value:g} {what}" if value >= threshold else None
+
+    return check
+
+
+BUILTIN_RULES: tuple[AlertRule, ...] = (
+    AlertRule("PoolwatchPoolExhausted", "critical", "1m", _exhausted),
+    AlertRule("PoolwatchPoolNearCapacity", "warning", "2m", _near_capacity),
+    AlertRule("PoolwatchPoolCheckoutSlow", "warning", "2m", _checkout_slow),
+    AlertRule("PoolwatchPoolTimeouts", "warning", "1m", _increase("timeouts_total", "timeouts")),
+    AlertRule("PoolwatchPoolConnectionLeak", "warning", "1m", _increase("leaks_total", "leaks")),
+    AlertRule("PoolwatchPoolCheckinsLagging", "warning", "5m", _checkins_lagging),
+    AlertRule(
+        "PoolwatchPostgresIdleInTransaction",
+        "warning",
+        "1m",
+        _pg("pg_idle_in_transaction_stale_sessions", 1, "stale idle-in-transaction sessions"),
+    ),
+    AlertRule(
+        "PoolwatchPostgresLockWaits",
+        "warning",
+        "2m",
+        _pg("pg_lock_waiting_sessions", 3, "waiting on locks"),
+    ),
+    AlertRule(
+        "PoolwatchPostgresBlockedSessions",
+        "warning",
+        "2m",
+        _pg("pg_blocked_sessions", 1, "blocked"),
+    ),
+)
+
+_ALERT_RE = re.compile(r"^\s*-\s*alert:\s*(\S+)\s*$")
+_FOR_RE = re.compile(r"^\s*for:\s*(\S+)\s*$")
+_SEVERITY_RE = re.compile(r"^\s*severity:\s*(\S+)\s*$")
+
+
+def find_alerts_dir() -> Path | None:
+    """``$POOLWATCH_ALERTS_DIR``, the repository's ``alerts/``, or ``./alerts``."""
+    candidates = [os.environ.get("POOLWATCH_ALERTS_DIR", "")]
+    candidates.append(str(Path(__file__).resolve().parents[3] / "alerts"))
+    candidates.append(str(Path.cwd() / "alerts"))
+    for c in candidates:
+        if c and Path(c).is_dir() and any(Path(c).glob("*.yml")):
+            return Path(c)
+    return None
+
+
+def read_rule_files(files: Iterable[Path]) -> dict[str, tuple[str, str]]:
+    """``alert name -> (severity, for)`` from Prometheus rule files (a line-based reader)."""
+    found: dict[str, tuple[str, str]] = {}
+    for path in files:
+        name: str | None = None
+        severity, for_ = "", ""
+        for line in [*path.read_text(encoding="utf-8").splitlines(), "- alert: _end"]:
+            m = _ALERT_RE.match(line)
+            if m:
+                if name:
+                    found[name] = (severity, for_)
+                name, severity, for_ = m.group(1), "", ""
+                continue
+            if name and (f := _FOR_RE.match(line)):
+                for_ = f.group(1)
+            if name and (s := _SEVERITY_RE.match(line)):
+                severity = s.group(1)
+    found.pop("_end", None)
+    return found
+
+
+def load_rules() -> tuple[list[AlertRule], str]:
+    """The rules the demo evaluates and where their names came from."""
+    directory = find_alerts_dir()
+    if directory is None:
+        return list(BUILTIN_RULES), "built-in thresholds (alerts/ not found)"
+    declared = read_rule_files(sorted(directory.glob("*.yml")))
+    rules = [
+        AlertRule(r.name, *declared[r.name], r.check) if r.name in declared else r
+        for r in BUILTIN_RULES
+        if r.name in declared
+    ]
+    return rules, f"thresholds of {directory}/*.yml"
+
+
+def firing(
+    rules: Iterable[AlertRule], now: Snapshot, first: Snapshot, database: str
+) -> list[tuple[AlertRule, str]]:
+    """The rules whose condition holds now, with why."""
+    out = []
+    for rule in rules:
+        why = rule.check(now, first, database)
+        if why:
+            out.append((rule, why))
+    return out
