@@ -1,0 +1,160 @@
+"""Fork safety: an engine created before ``fork()`` (gunicorn ``--preload``).
+
+A process that forks hands its children a copy of every pool, including the DBAPI
+connections (sockets) the parent already opened. If a child uses them, two processes talk
+over one socket. The fix (seed 003) is ``engine.dispose(close=False)`` in the child right
+after fork (gunicorn's ``post_fork`` hook) or creating the engine after fork. Here:
+
+* the child's copy of every tracker starts from fresh, zeroed :class:`PoolStats` (the
+  parent's counts and histograms stay the parent's: nothing is counted twice) with fresh
+  locks (a lock held by another parent thread at fork time would deadlock the child);
+* if the pool held connections at fork time and the child checks a connection out of that
+  same pool (i.e. nobody called ``dispose(close=False)``), poolwatch logs one WARNING with
+  the fix;
+* sinks (multiprocess writer, OpenTelemetry buffer) reset their own per-process state, and
+  the background flusher is made fork-safe (see :mod:`~poolwatch.instrumentation.flusher`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any, Protocol
+
+from poolwatch.instrumentation.flusher import flusher
+from poolwatch.instrumentation.stats import PoolStats
+
+if TYPE_CHECKING:
+    from sqlalchemy.pool import Pool
+
+    from poolwatch.instrumentation.tracker import PoolTracker
+
+logger = logging.getLogger("poolwatch")
+
+
+class ForkAware(Protocol):
+    """A sink with per-process state to reset in a forked child."""
+
+    def after_fork_in_child(self) -> None:
+        """Drop state inherited from the parent."""
+
+    def after_fork_in_parent(self) -> None:
+        """This process just forked a child."""
+
+
+_trackers: weakref.WeakSet[PoolTracker] = weakref.WeakSet()
+_sinks: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def watch(tracker: PoolTracker) -> None:
+    """Reset ``tracker`` in forked children (see module docstring)."""
+    _trackers.add(tracker)
+
+
+def watch_sink(sink: ForkAware) -> None:
+    """Call ``sink.after_fork_in_child()`` / ``after_fork_in_parent()`` around fork()."""
+    _sinks.add(sink)
+
+
+def unwatch(obj: Any) -> None:
+    """Forget ``obj`` (a tracker or a sink)."""
+    _trackers.discard(obj)
+    _sinks.discard(obj)
+
+
+def open_connections(pool: Pool | None) -> int:
+    """DBAPI connections a pool holds now (idle + lent out); 0 when it cannot tell."""
+    if pool is None:
+        return 0
+    try:
+        checkedin = getattr(pool, "checkedin", None)
+        checkedout = getattr(pool, "checkedout", None)
+        if callable(checkedin) and callable(checkedout):
+            return int(checkedin()) + int(checkedout())
+    except Exception:
+        return 0
+    return 0
+
+
+class InheritedPoolCheck:
+    """Installed on a child's tracker when the pool held connections at fork time.
+
+    Called once, on the child's first checkout: warns if that checkout came from the
+    inherited pool (``engine.dispose(close=False)`` replaces the pool, and then it is quiet).
+    """
+
+    def __init__(self, pool: Pool, parent_pid: int, connections: int) -> None:
+        self._pool_ref: weakref.ref[Pool] = weakref.ref(pool)
+        self.parent_pid = parent_pid
+        self.connections = connections
+        self.warned = False
+
+    def __call__(self, tracker: PoolTracker) -> None:
+        tracker.fork_check = None
+        if tracker.pool is not self._pool_ref():
+            return
+        self.warned = True
+        logger.warning(
+            "poolwatch: pool %r was created in process %d and is used in process %d after "
+            "fork() with %d connection(s) the parent opened: both processes now share those "
+            "sockets. Call `engine.dispose(close=False)` (for an AsyncEngine: "
+            "`engine.sync_engine.dispose(close=False)`) in the child right after fork "
+            "(gunicorn: in the post_fork hook), or create the engine after fork "
+            "(no --preload).",
+            tracker.name,
+            self.parent_pid,
+            os.getpid(),
+            self.connections,
+        )
+
+
+def reset_tracker_in_child(tracker: PoolTracker, parent_pid: int) -> None:
+    """Fresh stats for the child; arm the inherited-connections warning if needed."""
+    tracker.stats = PoolStats(tracker.stats.name)
+    tracker._lock = threading.Lock()
+    pool = tracker.pool
+    connections = open_connections(pool)
+    if pool is not None and connections > 0:
+        tracker.fork_check = InheritedPoolCheck(pool, parent_pid, connections)
+    else:
+        tracker.fork_check = None
+
+
+_parent_pid = os.getpid()
+
+
+def _before() -> None:
+    global _parent_pid
+    _parent_pid = os.getpid()
+    flusher.before_fork()
+
+
+def _after_in_parent() -> None:
+    flusher.after_fork_in_parent()
+    for sink in list(_sinks):
+        try:
+            sink.after_fork_in_parent()
+        except Exception:
+            logger.debug("poolwatch: after-fork (parent) hook failed", exc_info=True)
+
+
+def _after_in_child() -> None:
+    for tracker in list(_trackers):
+        try:
+            reset_tracker_in_child(tracker, _parent_pid)
+        except Exception:
+            logger.debug("poolwatch: after-fork reset failed", exc_info=True)
+    for sink in list(_sinks):
+        try:
+            sink.after_fork_in_child()
+        except Exception:
+            logger.debug("poolwatch: after-fork (child) hook failed", exc_info=True)
+    flusher.after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before, after_in_parent=_after_in_parent, after_in_child=_after_in_child
+    )

@@ -1,0 +1,285 @@
+"""prometheus_client multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``): many worker processes.
+
+In multiprocess mode a scrape lands on one worker and prometheus_client's
+``MultiProcessCollector`` aggregates what every process *stored* in its mmap files; custom
+collectors (poolwatch's scrape-time :class:`~poolwatch.instrumentation.prometheus.PoolCollector`)
+are per-process and not aggregated. So each process runs a :class:`MultiprocessWriter` per
+pool on the background flusher (every ``POOLWATCH_FLUSH_INTERVAL`` s, default 1, and right
+before a scrape served by :func:`poolwatch.metrics_app`): it copies the live pool gauges and
+the *deltas* of the counters and histograms since the last flush into prometheus_client
+metrics. Checkouts pay nothing extra; gauges of other workers are at most one flush
+interval stale (see docs/multiprocess.md).
+
+Gauge aggregation across processes (``multiprocess_mode``):
+
+* ``livesum``: size, max_overflow, checked_out, idle, overflow, waiting. The sum over
+  workers is the number that matters (the connection budget is per worker x workers).
+* ``livemax``: timeout_seconds (configuration, the same everywhere) and
+  oldest_checkout_seconds (the oldest checkout anywhere is what leak alerts want).
+
+Live gauges of a dead worker disappear only through
+``prometheus_client.multiprocess.mark_process_dead(pid)``: gunicorn's ``child_exit`` hook,
+or :func:`mark_dead_processes` (called by :func:`poolwatch.metrics_app` at each scrape).
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import re
+import threading
+from time import perf_counter
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram, values
+from prometheus_client.multiprocess import mark_process_dead
+
+from poolwatch import metric_names as m
+from poolwatch.instrumentation.flusher import flusher
+from poolwatch.instrumentation.prometheus import pool_gauges
+from poolwatch.instrumentation.stats import Histogram as StatsHistogram
+from poolwatch.instrumentation.stats import StatsSnapshot
+from poolwatch.instrumentation.tracker import PoolTracker
+
+logger = logging.getLogger("poolwatch")
+
+ENV_VAR = "PROMETHEUS_MULTIPROC_DIR"
+
+_GAUGE_MODES: dict[str, str] = {
+    m.POOL_SIZE.name: "livesum",
+    m.POOL_MAX_OVERFLOW.name: "livesum",
+    m.POOL_CHECKED_OUT.name: "livesum",
+    m.POOL_IDLE.name: "livesum",
+    m.POOL_OVERFLOW.name: "livesum",
+    m.POOL_WAITING.name: "livesum",
+    m.POOL_TIMEOUT_SECONDS.name: "livemax",
+    m.POOL_OLDEST_CHECKOUT_SECONDS.name: "livemax",
+}
+_COUNTERS: dict[str, str] = {  # metric name -> StatsSnapshot attribute
+    m.POOL_CHECKOUTS.name: "checkouts",
+    m.POOL_CHECKINS.name: "checkins",
+    m.POOL_TIMEOUTS.name: "timeouts",
+    m.POOL_CONNECT_ERRORS.name: "connect_errors",
+    m.POOL_LEAKS.name: "leaks",
+}
+_HISTOGRAMS: dict[str, str] = {
+    m.POOL_CHECKOUT_DURATION.name: "checkout_duration",
+    m.POOL_HOLD_DURATION.name: "hold_duration",
+    m.POOL_CONNECT_DURATION.name: "connect_duration",
+}
+
+
+def multiprocess_dir() -> str | None:
+    """The multiprocess directory, when prometheus_client runs in multiprocess mode."""
+    return os.environ.get(ENV_VAR) or None
+
+
+def check_available() -> None:
+    """Raise a clear error when multiprocess mode was asked for but cannot work."""
+    path = multiprocess_dir()
+    if path is None:
+        raise ValueError(
+            f"multiprocess=True needs {ENV_VAR} set (to an empty, writable directory) before "
+            "the process starts"
+        )
+    if not getattr(values.ValueClass, "_multiprocess", False):
+        raise ValueError(
+            f"{ENV_VAR} was set after prometheus_client was imported; set it in the "
+            "environment before the server starts"
+        )
+    if not os.path.isdir(path):
+        raise ValueError(f"{ENV_VAR}={path!r} is not a directory")
+
+
+class _Metrics:
+    """This process's prometheus_client metrics (mmap-backed), created once."""
+
+    def __init__(self) -> None:
+        specs = {spec.name: spec for spec in m.INSTRUMENTATION_METRICS}
+        self.gauges: dict[str, Gauge] = {
+            name: Gauge(
+                name,
+                specs[name].help,
+                list(specs[name].labels),
+                registry=None,
+                multiprocess_mode=mode,  # type: ignore[arg-type]
+            )
+            for name, mode in _GAUGE_MODES.items()
+        }
+        self.counters: dict[str, Counter] = {
+            name: Counter(name, specs[name].help, list(specs[name].labels), registry=None)
+            for name in _COUNTERS
+        }
+        inv = m.POOL_INVALIDATIONS
+        self.invalidations = Counter(inv.name, inv.help, list(inv.labels), registry=None)
+        self.histograms: dict[str, Histogram] = {
+            name: Histogram(
+                name,
+                specs[name].help,
+                list(specs[name].labels),
+                registry=None,
+                buckets=m.DURATION_BUCKETS,
+            )
+            for name in _HISTOGRAMS
+        }
+
+
+_metrics: _Metrics | None = None
+_metrics_lock = threading.Lock()
+
+
+def _get_metrics() -> _Metrics:
+    global _metrics
+    with _metrics_lock:
+        if _metrics is None:
+            _metrics = _Metrics()
+        return _metrics
+
+
+def _add_histogram(child: Any, now: StatsHistogram, before: StatsHistogram | None) -> None:
+    """Add the observations made since ``before`` to a prometheus_client histogram child."""
+    buckets = getattr(child, "_buckets", None)
+    total = getattr(child, "_sum", None)
+    for i, count in enumerate(now.counts):
+        delta = count - (before.counts[i] if before is not None else 0)
+        if delta <= 0:
+            continue
+        if buckets is not None and len(buckets) == len(now.counts):
+            buckets[i].inc(delta)
+        else:  # pragma: no cover - prometheus_client changed its internals
+            bound = now.bounds[i] if i < len(now.bounds) else now.bounds[-1] * 2
+            for _ in range(delta):
+                child.observe(bound)
+    sum_delta = now.sum - (before.sum if before is not None else 0.0)
+    if sum_delta and total is not None:
+        total.inc(sum_delta)
+
+
+class MultiprocessWriter:
+    """Copies one pool's state into this process's multiprocess files, off the hot path."""
+
+    def __init__(self, tracker: PoolTracker) -> None:
+        self.tracker = tracker
+        self._metrics = _get_metrics()
+        self._last: StatsSnapshot | None = None
+        self._last_gauges: dict[str, float] = {}
+        self._lock = threading.Lock()
+        # A process that forked workers before using its pool (gunicorn --preload master)
+        # does not count that pool's capacity; it reports again once it checks out.
+        self.dormant = False
+
+    def __repr__(self) -> str:
+        return f"<MultiprocessWriter pool={self.tracker.name!r}>"
+
+    def flush(self) -> None:
+        """Write gauges and counter/histogram deltas since the previous flush."""
+        tracker = self.tracker
+        if tracker.closed or tracker.engine is None:
+            return
+        with self._lock:
+            snap = tracker.stats.snapshot(perf_counter())
+            gauges = self._live_gauges(snap)
+            self._write_gauges(gauges)
+            self._write_deltas(snap)
+            self._last = snap
+
+    def _live_gauges(self, snap: StatsSnapshot) -> dict[str, float]:
+        if self.dormant and snap.checkouts == 0:
+            return {name: 0.0 for name in self._last_gauges}
+        self.dormant = False
+        gauges = pool_gauges(self.tracker)
+        gauges[m.POOL_OLDEST_CHECKOUT_SECONDS.name] = snap.oldest_checkout_age
+        return gauges
+
+    def _write_gauges(self, gauges: dict[str, float]) -> None:
+        label = self.tracker.name
+        for name, value in gauges.items():
+            if self._last_gauges.get(name) != value:
+                self._metrics.gauges[name].labels(label).set(value)
+                self._last_gauges[name] = value
+
+    def _write_deltas(self, snap: StatsSnapshot) -> None:
+        label = self.tracker.name
+        last = self._last
+        for name, attr in _COUNTERS.items():
+            delta = getattr(snap, attr) - (getattr(last, attr) if last is not None else 0)
+            if delta > 0:
+                self._metrics.counters[name].labels(label).inc(delta)
+        for reason, count in snap.invalidations.items():
+            delta = count - (last.invalidations.get(reason, 0) if last is not None else 0)
+            if delta > 0:
+                self._metrics.invalidations.labels(label, reason).inc(delta)
+        for name, attr in _HISTOGRAMS.items():
+            before = getattr(last, attr) if last is not None else None
+            child = self._metrics.histograms[name].labels(label)
+            _add_histogram(child, getattr(snap, attr), before)
+
+    def close(self) -> None:
+        """Final flush, then zero this process's live gauges for the pool."""
+        try:
+            self.flush()
+        finally:
+            with self._lock:
+                for name in list(self._last_gauges):
+                    self._metrics.gauges[name].labels(self.tracker.name).set(0)
+                self._last_gauges.clear()
+
+    # --- fork ----------------------------------------------------------------------------
+
+    def after_fork_in_child(self) -> None:
+        """The child writes its own files from zero (prometheus_client switches files)."""
+        self._lock = threading.Lock()
+        self._last = None
+        self._last_gauges = {}
+        self.dormant = False
+
+    def after_fork_in_parent(self) -> None:
+        """A parent that forked before using the pool stops counting its capacity."""
+        with self._lock:
+            if self.tracker.stats.checkouts == 0:
+                self.dormant = True
+        flusher.wake()
+
+
+_PID_FILE = re.compile(r"_(\d+)\.db$")
+
+
+def mark_dead_processes(path: str | None = None) -> list[int]:
+    """``mark_process_dead`` for every pid in the multiprocess directory that is not running.
+
+    For servers without a child-exit hook (``uvicorn --workers``). A pid is dead when
+    ``os.kill(pid, 0)`` says it does not exist; only use this when the directory is not
+    shared with processes in another PID namespace (another container). Returns the pids.
+    """
+    path = path or multiprocess_dir()
+    if path is None:
+        return []
+    pids: set[int] = set()
+    for filename in glob.glob(os.path.join(path, "gauge_live*_*.db")):
+        match = _PID_FILE.search(filename)
+        if match:
+            pids.add(int(match.group(1)))
+    dead: list[int] = []
+    for pid in sorted(pids):
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            dead.append(pid)
+        except PermissionError:
+            continue  # exists, owned by someone else
+    for pid in dead:
+        try:
+            mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
+        except OSError:
+            logger.debug("poolwatch: mark_process_dead(%d) failed", pid, exc_info=True)
+    return dead
+
+
+def prepare_scrape() -> None:
+    """Before a multiprocess scrape: drop dead workers' live gauges, flush this process."""
+    if os.environ.get("POOLWATCH_MARK_DEAD_PROCESSES", "1") != "0":
+        mark_dead_processes()
+    flusher.flush_now()
