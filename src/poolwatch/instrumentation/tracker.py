@@ -11,11 +11,12 @@ import logging
 import threading
 import weakref
 from collections.abc import Callable
-from time import perf_counter
+from time import perf_counter, time
 from typing import TYPE_CHECKING, Any
 
 from poolwatch.instrumentation.callsite import capture_callsite, format_callsite
 from poolwatch.instrumentation.context import current_route
+from poolwatch.instrumentation.exemplars import trace_labels
 from poolwatch.instrumentation.stats import Checkout, PoolStats
 
 if TYPE_CHECKING:
@@ -44,6 +45,9 @@ class PoolTracker:
         # Extra per-observation sinks (OpenTelemetry, multiprocess); each gets
         # (kind, seconds) with kind in {"checkout", "hold", "connect"}.
         self.observers: list[Callable[[str, float], None]] = []
+        # Set in a forked child whose pool held connections at fork (see forking.py);
+        # called once, on the child's first checkout.
+        self.fork_check: Callable[[PoolTracker], None] | None = None
         self._lock = threading.Lock()
 
     # --- what the exporters read --------------------------------------------------------
@@ -74,10 +78,15 @@ class PoolTracker:
             if self.capture_sites:
                 site = capture_callsite()
                 route = current_route()
+            if self.fork_check is not None:
+                self.fork_check(self)
+            exemplar = trace_labels()  # None at once unless opentelemetry is imported
             stats = self.stats
             with stats.lock:
                 stats.checkouts += 1
-                stats.checkout_duration.observe(now - started)
+                index = stats.checkout_duration.observe(now - started)
+                if exemplar is not None:
+                    stats.checkout_duration.exemplars[index] = (exemplar, now - started, time())
                 stats.active[record] = Checkout(started, now, site, route)
             if self.observers:
                 self._notify("checkout", now - started)
@@ -88,9 +97,12 @@ class PoolTracker:
         """A checkout raised (timeout, connect error, cancellation); its wait still counts."""
         elapsed = perf_counter() - started
         try:
+            exemplar = trace_labels()
             stats = self.stats
             with stats.lock:
-                stats.checkout_duration.observe(elapsed)
+                index = stats.checkout_duration.observe(elapsed)
+                if exemplar is not None:
+                    stats.checkout_duration.exemplars[index] = (exemplar, elapsed, time())
             if self.observers:
                 self._notify("checkout", elapsed)
         except Exception:
