@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from sqlalchemy.engine import Engine
 
-from poolwatch.instrumentation import hooks
+from poolwatch.instrumentation import forking, hooks
+from poolwatch.instrumentation.flusher import flusher
 from poolwatch.instrumentation.leaks import reaper
 from poolwatch.instrumentation.naming import default_pool_name
 from poolwatch.instrumentation.prometheus import (
@@ -37,13 +39,16 @@ class PoolInstrumentation:
         engine: Engine,
         tracker: PoolTracker,
         registry: CollectorRegistry,
-        collector: PoolCollector,
+        collector: PoolCollector | None,
+        sinks: list[Any] | None = None,
     ) -> None:
         self.engine = engine
         self.tracker = tracker
         self.name = tracker.name
         self._registry = registry
         self._collector = collector
+        # Extra exporters (multiprocess writer, OpenTelemetry sink): each has close().
+        self._sinks: list[Any] = sinks or []
 
     @property
     def closed(self) -> bool:
@@ -60,8 +65,17 @@ class PoolInstrumentation:
             pool = self.engine.pool
             hooks.detach(pool, tracker)
             reaper.remove(tracker)
-            self._collector.remove(tracker)
-            release_collector(self._registry, self._collector)
+            forking.unwatch(tracker)
+            for sink in self._sinks:
+                flusher.remove(sink)
+                forking.unwatch(sink)
+                try:
+                    sink.close()
+                except Exception:
+                    logger.warning("poolwatch: closing %r failed", sink, exc_info=True)
+            if self._collector is not None:
+                self._collector.remove(tracker)
+                release_collector(self._registry, self._collector)
             _handles.pop(id(self.engine), None)
 
     def __repr__(self) -> str:
@@ -88,6 +102,9 @@ def instrument(
     name: str | None = None,
     registry: CollectorRegistry | None = None,
     leak_threshold: float | None = None,
+    multiprocess: bool | None = None,
+    meter_provider: Any = None,
+    prometheus: bool = True,
 ) -> PoolInstrumentation:
     """Export the connection pool of ``engine`` (an ``AsyncEngine`` or ``Engine``).
 
@@ -101,6 +118,13 @@ def instrument(
             ``sqlalchemy_pool_leaks_total`` and logged (WARNING, logger ``poolwatch``) with
             the file:line and function that checked it out, and the route when
             :class:`poolwatch.asgi.RouteMiddleware` is installed.
+        multiprocess: write the metrics into prometheus_client's multiprocess files so
+            that a scrape of any worker reports every worker (docs/multiprocess.md).
+            Default: on when ``PROMETHEUS_MULTIPROC_DIR`` is set.
+        meter_provider: an OpenTelemetry ``MeterProvider``: also record the pool under the
+            semantic-convention names ``db.client.connection.*`` (docs/opentelemetry.md).
+            Pass ``opentelemetry.metrics.get_meter_provider()`` for the global one.
+        prometheus: False exports to OpenTelemetry only (no prometheus_client series).
 
     Returns:
         A :class:`PoolInstrumentation` handle; ``handle.close()`` undoes everything.
@@ -115,13 +139,22 @@ def instrument(
     if leak_threshold is not None and leak_threshold <= 0:
         raise ValueError("leak_threshold must be a positive number of seconds (or None)")
     registry = REGISTRY if registry is None else registry
+    if not prometheus and meter_provider is None:
+        raise ValueError("prometheus=False needs a meter_provider (nothing would be exported)")
+    if multiprocess is None:
+        multiprocess = prometheus and bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+    multiprocess = multiprocess and prometheus
+    if multiprocess:
+        from poolwatch.instrumentation import multiprocess as mp
+
+        mp.check_available()
     with _lock:
         existing = _handles.get(id(sync_engine))
         if existing is not None and not existing.closed and existing.engine is sync_engine:
             return existing
-        collector = collector_for(registry)
+        collector = collector_for(registry) if prometheus else None
         label = name or default_pool_name(sync_engine.url)
-        taken = collector.names_in_use()
+        taken = collector.names_in_use() if collector is not None else set()
         if label in taken:
             suffix = 2
             while f"{label}#{suffix}" in taken:
@@ -133,11 +166,23 @@ def instrument(
             )
             label = f"{label}#{suffix}"
         tracker = PoolTracker(sync_engine, PoolStats(label), leak_threshold=leak_threshold)
+        sinks: list[Any] = []
+        if multiprocess:
+            writer = mp.MultiprocessWriter(tracker)
+            sinks.append(writer)
+            forking.watch_sink(writer)
+            flusher.add(writer)
+        if meter_provider is not None:
+            from poolwatch.instrumentation.otel import OtelSink
+
+            sinks.append(OtelSink(tracker, meter_provider))
         hooks.attach(sync_engine.pool, tracker)
-        collector.add(tracker)
+        forking.watch(tracker)
+        if collector is not None:
+            collector.add(tracker)
         if leak_threshold is not None:
             reaper.add(tracker)
-        handle = PoolInstrumentation(sync_engine, tracker, registry, collector)
+        handle = PoolInstrumentation(sync_engine, tracker, registry, collector, sinks)
         _handles[id(sync_engine)] = handle
         return handle
 
