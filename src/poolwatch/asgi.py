@@ -35,6 +35,9 @@ def _registry_for_scrape(registry: CollectorRegistry | None) -> CollectorRegistr
         # Multiprocess mode: every scrape aggregates all workers' files afresh.
         from prometheus_client import multiprocess
 
+        from poolwatch.instrumentation.multiprocess import prepare_scrape
+
+        prepare_scrape()  # this worker's pools flushed now; dead workers' gauges dropped
         fresh = CollectorRegistry()
         multiprocess.MultiProcessCollector(fresh)  # type: ignore[no-untyped-call]
         return fresh
