@@ -56,6 +56,7 @@ SELECT pid, coalesce(usename, '') AS usename, coalesce(datname, '') AS datname,
 FROM pg_stat_activity
 WHERE state IN ('idle in transaction', 'idle in transaction (aborted)')
   AND pid <> pg_backend_pid()
+  AND datname = current_database()
 ORDER BY state_change
 """
 
@@ -538,7 +539,8 @@ def check_idle_in_transaction(f: ServerFacts, o: DoctorOptions) -> Check:
         return Check(
             "idle_in_transaction",
             "ok",
-            f"no session idle in transaction for {o.idle_threshold:g} s or more{extra}{visibility}",
+            f"no session on {f.database} idle in transaction for {o.idle_threshold:g} s or more"
+            f"{extra}{visibility}",
         )
     details = [
         f"pid {s.pid} {s.usename}@{s.datname} app={s.application_name or '-'} "
