@@ -156,7 +156,9 @@ class Sessions:
 
     async def open(self, n: int, app: str = "pw-test", **kw: Any) -> list[asyncpg.Connection]:
         new = [
-            await asyncpg.connect(kw.get("dsn", self.dsn), server_settings={"application_name": app})
+            await asyncpg.connect(
+                kw.get("dsn", self.dsn), server_settings={"application_name": app}
+            )
             for _ in range(n)
         ]
         self.conns += new
@@ -202,7 +204,9 @@ class Subprocess:
         return err
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """Run ``poolwatch-exporter`` to completion (for errors, --help, --healthcheck)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("POOLWATCH_EXPORTER_")}
     full_env.update(env or {})

@@ -61,10 +61,20 @@ def test_help_documents_every_flag_with_its_environment_variable() -> None:
     assert result.returncode == 0
     text = " ".join(result.stdout.split())
     for flag in (
-        "--dsn", "--dsn-file", "--web.listen-address", "--web.telemetry-path",
-        "--web.config.file", "--log.level", "--log.format", "--labels.top-n",
-        "--idle-in-transaction.stale-threshold", "--scrape.min-interval", "--query.timeout",
-        "--startup.connect-check", "--healthcheck", "--version",
+        "--dsn",
+        "--dsn-file",
+        "--web.listen-address",
+        "--web.telemetry-path",
+        "--web.config.file",
+        "--log.level",
+        "--log.format",
+        "--labels.top-n",
+        "--idle-in-transaction.stale-threshold",
+        "--scrape.min-interval",
+        "--query.timeout",
+        "--startup.connect-check",
+        "--healthcheck",
+        "--version",
     ):
         assert flag in text
     for env in ("POOLWATCH_EXPORTER_DSN", "POOLWATCH_EXPORTER_WEB_LISTEN_ADDRESS"):
@@ -85,7 +95,10 @@ def test_help_documents_every_flag_with_its_environment_variable() -> None:
         ([], "no DSN"),
         (["--dsn", "mysql://u:pw@h/db"], "must be a URL like postgresql://"),
         (["--dsn-file", "/nonexistent/dsn"], "cannot read --dsn-file"),
-        (["--dsn", "postgresql://u@h/d", "--web.config.file", "/nonexistent.yml"], "cannot read --web.config.file"),
+        (
+            ["--dsn", "postgresql://u@h/d", "--web.config.file", "/nonexistent.yml"],
+            "cannot read --web.config.file",
+        ),
     ],
 )
 def test_configuration_errors_exit_2_with_one_line(args: list[str], needle: str) -> None:
@@ -98,7 +111,12 @@ def test_configuration_error_from_the_console_script() -> None:
 
 def test_bad_values_in_environment_variables_are_reported_by_flag() -> None:
     line = one_line_error(
-        run_main(env={"POOLWATCH_EXPORTER_DSN": "postgresql://u@h/d", "POOLWATCH_EXPORTER_LABELS_TOP_N": "many"}),
+        run_main(
+            env={
+                "POOLWATCH_EXPORTER_DSN": "postgresql://u@h/d",
+                "POOLWATCH_EXPORTER_LABELS_TOP_N": "many",
+            }
+        ),
         2,
     )
     assert "--labels.top-n" in line
@@ -149,7 +167,8 @@ async def test_missing_database_and_missing_permission_exit_1(pg: PgTarget, tmp_
 
 def test_dsn_from_environment_and_the_http_endpoints(pg: PgTarget, spawn) -> None:
     sub = spawn(
-        "--web.telemetry-path", "/probe",
+        "--web.telemetry-path",
+        "/probe",
         env={"POOLWATCH_EXPORTER_DSN": pg.dsn, "POOLWATCH_EXPORTER_LOG_FORMAT": "json"},
     )
     with httpx.Client(base_url=sub.base_url) as client:
@@ -173,9 +192,20 @@ def test_settings_defaults_and_durations() -> None:
     assert (s.listen_host, s.listen_port, s.telemetry_path) == ("0.0.0.0", DEFAULT_PORT, "/metrics")
     assert (s.stale_threshold, s.min_interval, s.query_timeout, s.top_n) == (5.0, 1.0, 3.0, 10)
     s = parse_settings(
-        ["--query.timeout", "500ms", "--idle-in-transaction.stale-threshold", "1m",
-         "--web.listen-address", "[::1]:9999"],
+        [
+            "--query.timeout",
+            "500ms",
+            "--idle-in-transaction.stale-threshold",
+            "1m",
+            "--web.listen-address",
+            "[::1]:9999",
+        ],
         environ={"POOLWATCH_EXPORTER_SCRAPE_MIN_INTERVAL": "2.5"},
     )
-    assert (s.query_timeout, s.lock_timeout, s.stale_threshold, s.min_interval) == (0.5, 0.5, 60.0, 2.5)
+    assert (s.query_timeout, s.lock_timeout, s.stale_threshold, s.min_interval) == (
+        0.5,
+        0.5,
+        60.0,
+        2.5,
+    )
     assert (s.listen_host, s.listen_port) == ("::1", 9999)

@@ -70,7 +70,9 @@ async def test_session_counts_agree_with_postgres_exporter(
     assert theirs.get("pg_up") == 1
     compared = 0
     for state in STATES:
-        their_count = theirs.get("pg_stat_activity_count", datname=database, state=state, server=theirs_server(theirs))
+        their_count = theirs.get(
+            "pg_stat_activity_count", datname=database, state=state, server=theirs_server(theirs)
+        )
         our_count = our_scrape.total("pg_sessions", **db, state=state)
         assert their_count == our_count, (state, their_count, our_count)
         compared += their_count

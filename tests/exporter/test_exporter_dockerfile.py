@@ -85,11 +85,17 @@ def test_dockerfile_install_and_entrypoint_steps_in_a_fresh_venv(
                 origin = ROOT / source.rstrip("/")
                 target = src / dest if dest not in ("./", ".") else src / origin.name
                 if origin.is_dir():
-                    shutil.copytree(origin, target, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+                    shutil.copytree(
+                        origin, target, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+                    )
                 else:
                     shutil.copy2(origin, target)
     (run,) = [arg for op, arg in build if op == "RUN"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_NO_CACHE", "POOLWATCH_EXPORTER_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PIP_NO_CACHE", "POOLWATCH_EXPORTER_"))
+    }
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     for step in run.split("&&"):
         argv = [a.replace("/opt/poolwatch", str(prefix)) for a in shlex.split(step)]
@@ -97,20 +103,27 @@ def test_dockerfile_install_and_entrypoint_steps_in_a_fresh_venv(
             argv[0] = sys.executable
         done = subprocess.run(argv, cwd=src, env=env, capture_output=True, text=True, timeout=540)
         if done.returncode != 0:
-            if "pip" in argv[0] and ("connection" in done.stderr.lower() or "network" in done.stderr.lower()):
+            if "pip" in argv[0] and (
+                "connection" in done.stderr.lower() or "network" in done.stderr.lower()
+            ):
                 skip_or_fail(f"pip could not reach the package index: {done.stderr[-300:]}")
             raise AssertionError(f"{step} failed:\n{done.stderr[-2000:]}")
     entry = prefix / "bin" / "poolwatch-exporter"
     assert entry.is_file()
     port = free_port()
-    run_env = {**env, "PATH": f"{prefix / 'bin'}:{env.get('PATH', '')}",
-               "POOLWATCH_EXPORTER_WEB_LISTEN_ADDRESS": f"127.0.0.1:{port}",
-               "POOLWATCH_EXPORTER_DSN": pg.dsn}
+    run_env = {
+        **env,
+        "PATH": f"{prefix / 'bin'}:{env.get('PATH', '')}",
+        "POOLWATCH_EXPORTER_WEB_LISTEN_ADDRESS": f"127.0.0.1:{port}",
+        "POOLWATCH_EXPORTER_DSN": pg.dsn,
+    }
     proc = subprocess.Popen(["poolwatch-exporter"], env=run_env, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
         while True:
-            health = subprocess.run(["poolwatch-exporter", "--healthcheck"], env=run_env, capture_output=True, text=True)
+            health = subprocess.run(
+                ["poolwatch-exporter", "--healthcheck"], env=run_env, capture_output=True, text=True
+            )
             if health.returncode == 0:
                 break
             assert proc.poll() is None, proc.communicate()[1]

@@ -19,12 +19,19 @@ async def test_k_sessions_blocked_on_a_row_lock_held_by_one(
         sessions.background(conn.execute("SELECT * FROM t WHERE id = 1 FOR SHARE"))
     db = {"datname": database}
     scrape = await exp.until(
-        lambda s: s.get("pg_lock_waiting_sessions", **db) == k
-        and (s.get("pg_lock_wait_max_seconds", **db) or 0) > 0
+        lambda s: (
+            s.get("pg_lock_waiting_sessions", **db) == k
+            and (s.get("pg_lock_wait_max_seconds", **db) or 0) > 0
+        )
     )
     assert scrape.get("pg_blocked_sessions", **db) == k
     assert scrape.get("pg_blocking_sessions", **db) == 1
-    assert scrape.get("pg_sessions", **db, usename="postgres", application_name="locker", state="active") == k
+    assert (
+        scrape.get(
+            "pg_sessions", **db, usename="postgres", application_name="locker", state="active"
+        )
+        == k
+    )
     assert scrape.get("pg_transaction_max_age_seconds", **db, state="idle in transaction") > 0
 
     await holder.execute("ROLLBACK")

@@ -51,7 +51,9 @@ async def test_backend_terminated_under_the_exporter(exporter_factory, pg: PgTar
         assert await admin.fetchval("SELECT pg_terminate_backend($1)", old_pid)
         # Wait until the server has really removed the backend.
         for _ in range(100):
-            if not await admin.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", old_pid):
+            if not await admin.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", old_pid
+            ):
                 break
             await asyncio.sleep(0.05)
     finally:

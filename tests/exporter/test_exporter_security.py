@@ -72,7 +72,11 @@ async def test_password_never_reaches_logs_metrics_or_landing_page(
     wrong = "Wr0ng-" + SECRET
     bad_dsn = with_database(pg.dsn, "postgres", user=scram_role, password=wrong)
     sub = spawn(
-        "--no-startup.connect-check", "--log.format", "json", "--log.level", "debug",
+        "--no-startup.connect-check",
+        "--log.format",
+        "json",
+        "--log.level",
+        "debug",
         env={"POOLWATCH_EXPORTER_DSN": bad_dsn},
     )
     with httpx.Client(base_url=sub.base_url) as client:
@@ -105,7 +109,9 @@ async def test_documented_least_privilege_role_sees_everything(
         (other,) = await sessions.open(1, app="someone-else")
         await other.execute("BEGIN; SELECT 1")
         password = re.search(r"PASSWORD '([^']*)'", sql)
-        dsn = with_database(pg.dsn, "postgres", "pw_docs_role", password.group(1) if password else "")
+        dsn = with_database(
+            pg.dsn, "postgres", "pw_docs_role", password.group(1) if password else ""
+        )
         exp = exporter_factory(dsn=dsn)
         scrape = await exp.scrape()
         await exp.app.database.close()
@@ -115,7 +121,12 @@ async def test_documented_least_privilege_role_sees_everything(
     assert scrape.get("pg_up") == 1
     assert scrape.get("poolwatch_exporter_sees_all_sessions") == 1
     assert scrape.get("poolwatch_exporter_hidden_sessions") == 0
-    assert scrape.get("pg_idle_in_transaction_sessions", datname=database, application_name="someone-else") == 1
+    assert (
+        scrape.get(
+            "pg_idle_in_transaction_sessions", datname=database, application_name="someone-else"
+        )
+        == 1
+    )
 
 
 async def test_role_without_pg_monitor_says_so_once(
@@ -138,7 +149,16 @@ async def test_role_without_pg_monitor_says_so_once(
     assert scrape.get("poolwatch_exporter_sees_all_sessions") == 0
     assert scrape.get("poolwatch_exporter_hidden_sessions") >= 2
     # Not silently undercounted: the sessions are there, with state "unknown".
-    assert scrape.get("pg_sessions", datname=database, usename="postgres", application_name="app-a", state="unknown") == 2
+    assert (
+        scrape.get(
+            "pg_sessions",
+            datname=database,
+            usename="postgres",
+            application_name="app-a",
+            state="unknown",
+        )
+        == 2
+    )
     warnings = [r for r in caplog.records if "cannot see other roles' sessions" in r.getMessage()]
     assert len(warnings) == 1
 
@@ -147,16 +167,32 @@ def _self_signed(tmp: Path) -> tuple[Path, Path]:
     openssl = require_tool("openssl")
     cert, key = tmp / "tls.crt", tmp / "tls.key"
     subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
     )
     return cert, key
 
 
 def test_tls_and_basic_auth_with_real_https_requests(pg: PgTarget, spawn, tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, _key = _self_signed(tmp_path)
     hashed = bcrypt.hashpw(b"scrape-pass", bcrypt.gensalt(rounds=4)).decode()
     web = tmp_path / "web.yml"
     web.write_text(
