@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
-from conftest import Sessions
+from prometheus_client import CollectorRegistry, generate_latest
+
+from conftest import Scrape, Sessions
+from poolwatch.exporter.collectors import build_sql, collect_all
+from poolwatch.exporter.database import Features
+
+
+def render(families: list) -> str:
+    class One:
+        def collect(self):
+            return families
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(One())
+    return generate_latest(registry).decode()
 
 
 async def test_k_sessions_blocked_on_a_row_lock_held_by_one(
@@ -33,6 +47,21 @@ async def test_k_sessions_blocked_on_a_row_lock_held_by_one(
         == k
     )
     assert scrape.get("pg_transaction_max_age_seconds", **db, state="idle in transaction") > 0
+
+    # The statement built for servers without pg_locks.waitstart (12, 13) or without
+    # backend_type gives the same answers on this server.
+    old = Features(
+        version_num=120000,
+        has_backend_type=False,
+        has_waitstart=False,
+        has_reserved_connections=False,
+    )
+    (observer,) = await sessions.open(1, app="observer")
+    row = await observer.fetchrow(build_sql(old), 5.0)
+    fallback = Scrape.parse(render(collect_all(row, 10)))
+    for name in ("pg_lock_waiting_sessions", "pg_blocked_sessions", "pg_blocking_sessions"):
+        assert fallback.get(name, **db) == scrape.get(name, **db), name
+    assert fallback.get("pg_lock_wait_max_seconds", **db) > 0
 
     await holder.execute("ROLLBACK")
     released = await exp.until(lambda s: s.get("pg_lock_waiting_sessions", **db) is None)
