@@ -60,30 +60,65 @@ def _is_internal(code: CodeType) -> bool:
 
 
 def _first_user_frame(frame: FrameType | None) -> FrameType | None:
+    cache = _internal_cache
     depth = 0
     while frame is not None and depth < _MAX_DEPTH:
-        if not _is_internal(frame.f_code):
+        code = frame.f_code
+        internal = cache.get(code)
+        if internal is None:
+            internal = _is_internal(code)
+        if not internal:
             return frame
         frame = frame.f_back
         depth += 1
     return None
 
 
-def capture_callsite() -> tuple[str, int, str] | None:
-    """``(file, line, function)`` of the innermost application frame, or None."""
-    frame = _first_user_frame(sys._getframe(1))
-    if frame is None and _getcurrent is not None:
-        # Inside SQLAlchemy's greenlet: continue on the suspended parent greenlet.
-        parent = _getcurrent().parent
-        if parent is not None:
-            frame = _first_user_frame(parent.gr_frame)
+Callsite = tuple[CodeType, int]  # (code object, bytecode offset): resolved lazily
+
+
+def capture_callsite() -> Callsite | None:
+    """Where the innermost application frame is now, as ``(code, f_lasti)``.
+
+    Resolving a line number costs a line-table decode, so it is left to
+    :func:`format_callsite`, which only runs when a leak is reported.
+    """
+    frame: FrameType | None = None
+    if _getcurrent is not None:
+        current = _getcurrent()
+        if getattr(current, "__sqlalchemy_greenlet_provider__", False):
+            # Inside SQLAlchemy's asyncio greenlet: only SQLAlchemy runs here; the caller
+            # is suspended on the parent greenlet.
+            parent = current.parent
+            if parent is not None:
+                frame = _first_user_frame(parent.gr_frame)
+            if frame is None:
+                frame = _first_user_frame(sys._getframe(1))
+        else:
+            frame = _first_user_frame(sys._getframe(1))
+    else:
+        frame = _first_user_frame(sys._getframe(1))
     if frame is None:
         return None
-    return (frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name)
+    return (frame.f_code, frame.f_lasti)
 
 
-def format_callsite(site: tuple[str, int, str] | None) -> str:
-    """``file:line in function`` (or ``unknown location``)."""
+def resolve_callsite(site: Callsite | None) -> tuple[str, int, str] | None:
+    """``(file, line, function)`` for a captured callsite."""
     if site is None:
+        return None
+    code, lasti = site
+    line = code.co_firstlineno
+    for start, end, lineno in code.co_lines():
+        if start <= lasti < end and lineno is not None:
+            line = lineno
+            break
+    return (code.co_filename, line, code.co_name)
+
+
+def format_callsite(site: Callsite | None) -> str:
+    """``file:line in function`` (or ``unknown location``)."""
+    resolved = resolve_callsite(site)
+    if resolved is None:
         return "unknown location"
-    return f"{site[0]}:{site[1]} in {site[2]}"
+    return f"{resolved[0]}:{resolved[1]} in {resolved[2]}"

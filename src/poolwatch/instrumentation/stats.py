@@ -67,17 +67,6 @@ def _fmt(bound: float) -> str:
     return repr(float(bound))
 
 
-@dataclass(slots=True)
-class Checkout:
-    """One connection currently lent out: when, and (with leak detection) from where."""
-
-    started: float  # time.perf_counter() when the caller asked for it
-    acquired: float  # time.perf_counter() when the caller got it
-    callsite: tuple[str, int, str] | None = None  # (file, line, function) of user code
-    route: str | None = None  # ASGI route template, when the middleware is on
-    leak_reported: bool = False
-
-
 @dataclass
 class StatsSnapshot:
     """A consistent copy of one pool's counters and histograms."""
@@ -98,7 +87,11 @@ class StatsSnapshot:
 
 @dataclass
 class PoolStats:
-    """Counters, histograms and the live checkout table of one instrumented pool."""
+    """Counters, histograms and the live checkout table of one instrumented pool.
+
+    Writers hold ``lock`` when the pool is used from several threads (a sync ``QueuePool``);
+    an asyncio pool lives on one event-loop thread and is updated without it.
+    """
 
     name: str
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -112,13 +105,23 @@ class PoolStats:
     checkout_duration: Histogram = field(default_factory=Histogram)
     hold_duration: Histogram = field(default_factory=Histogram)
     connect_duration: Histogram = field(default_factory=Histogram)
-    # ConnectionPoolEntry -> Checkout, for every connection lent out now.
-    active: dict[Any, Checkout] = field(default_factory=dict)
+    # ConnectionPoolEntry -> time.perf_counter() when it was handed out, for every
+    # connection lent out now.
+    active: dict[Any, float] = field(default_factory=dict)
+    # With leak detection: where each of those was checked out (a callsite.Callsite) and
+    # the route; and the ones already reported as leaks.
+    sites: dict[Any, tuple[Any, str | None]] = field(default_factory=dict)
+    leaked: set[Any] = field(default_factory=set)
 
     def snapshot(self, now: float) -> StatsSnapshot:
-        """Copy everything under the lock (``now`` is a ``time.perf_counter()`` value)."""
+        """Copy everything (``now`` is a ``time.perf_counter()`` value).
+
+        Asyncio pools update these fields without the lock (one thread); the copies below
+        are single C-level operations, so a scrape from another thread never sees a
+        container mid-resize.
+        """
         with self.lock:
-            oldest = min((c.acquired for c in self.active.values()), default=None)
+            oldest = min(list(self.active.values()), default=None)
             return StatsSnapshot(
                 checkouts=self.checkouts,
                 checkins=self.checkins,

@@ -1,0 +1,227 @@
+"""Checkout/checkin overhead of poolwatch vs the alternatives, measured side by side.
+
+Variants, each on its own AsyncEngine against the same real PostgreSQL, interleaved
+round by round in one process so machine noise hits them all alike:
+
+  bare        no instrumentation
+  poolwatch   poolwatch.instrument(...) with every metric and leak detection on
+  naive       prometheus_client listeners: Gauge inc/dec + Histogram observe on
+              checkout/checkin (what most blog posts suggest)
+  otel        OpenTelemetry's SQLAlchemyInstrumentor with an SDK MeterProvider
+
+Workloads: ``async with engine.connect(): pass`` on a warm pool (pool_size=10),
+sequentially and from 50 concurrent tasks; and a FastAPI endpoint doing ``SELECT 1``
+(in-process ASGI transport) with and without poolwatch.
+
+    .venv/bin/python bench/bench_pool.py            # embedded PostgreSQL
+    .venv/bin/python bench/bench_pool.py --dsn postgresql://...  --rounds 9
+
+Prints microseconds per operation (median over rounds) and the ratio to ``bare``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry, Gauge, Histogram
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+import poolwatch
+
+Setup = Callable[[str], AsyncEngine]
+
+
+def make_bare(url: str) -> AsyncEngine:
+    return create_async_engine(url, pool_size=10, max_overflow=5)
+
+
+def make_poolwatch(url: str) -> AsyncEngine:
+    engine = make_bare(url)
+    poolwatch.instrument(engine, name="bench", registry=CollectorRegistry(), leak_threshold=30)
+    return engine
+
+
+def make_naive(url: str) -> AsyncEngine:
+    engine = make_bare(url)
+    registry = CollectorRegistry()
+    in_use = Gauge("naive_in_use", "in use", ["pool"], registry=registry).labels("bench")
+    hold = Histogram("naive_hold_seconds", "hold", ["pool"], registry=registry).labels("bench")
+    started: dict[int, float] = {}
+
+    @event.listens_for(engine.sync_engine.pool, "checkout")
+    def on_checkout(dbapi_conn: Any, record: Any, proxy: Any) -> None:
+        in_use.inc()
+        started[id(record)] = time.perf_counter()
+
+    @event.listens_for(engine.sync_engine.pool, "checkin")
+    def on_checkin(dbapi_conn: Any, record: Any) -> None:
+        in_use.dec()
+        t0 = started.pop(id(record), None)
+        if t0 is not None:
+            hold.observe(time.perf_counter() - t0)
+
+    return engine
+
+
+def make_otel(url: str) -> AsyncEngine:
+    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    engine = make_bare(url)
+    provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    # skip_dep_check: the instrumentor declares sqlalchemy<2.1 and silently does nothing
+    # on 2.1 otherwise.
+    SQLAlchemyInstrumentor().instrument(
+        engine=engine.sync_engine,
+        meter_provider=provider,
+        enable_commenter=False,
+        skip_dep_check=True,
+    )
+    return engine
+
+
+VARIANTS: dict[str, Setup] = {
+    "bare": make_bare,
+    "poolwatch": make_poolwatch,
+    "naive": make_naive,
+    "otel": make_otel,
+}
+
+
+async def sequential(engine: AsyncEngine, n: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(n):
+        async with engine.connect():
+            pass
+    return (time.perf_counter() - t0) / n
+
+
+async def concurrent(engine: AsyncEngine, n: int, tasks: int = 50) -> float:
+    per_task = n // tasks
+
+    async def worker() -> None:
+        for _ in range(per_task):
+            async with engine.connect():
+                pass
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(tasks)))
+    return (time.perf_counter() - t0) / (per_task * tasks)
+
+
+def make_endpoint(url: str, instrumented: bool) -> tuple[Any, AsyncEngine]:
+    from fastapi import FastAPI
+
+    engine = make_poolwatch(url) if instrumented else make_bare(url)
+    app = FastAPI()
+
+    @app.get("/one")
+    async def one() -> dict[str, int]:
+        async with engine.connect() as conn:
+            return {"v": (await conn.execute(sa.text("select 1"))).scalar_one()}
+
+    if instrumented:
+        app.add_middleware(poolwatch.RouteMiddleware)
+    return app, engine
+
+
+async def endpoint_rate(app: Any, n: int, tasks: int = 20) -> float:
+    import httpx
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+        per_task = n // tasks
+
+        async def worker() -> None:
+            for _ in range(per_task):
+                response = await client.get("/one")
+                assert response.status_code == 200
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(tasks)))
+        return (time.perf_counter() - t0) / (per_task * tasks)
+
+
+async def run(url: str, rounds: int, ops: int, variants: list[str]) -> dict[str, Any]:
+    engines = {name: VARIANTS[name](url) for name in variants}
+    for engine in engines.values():  # warm: open every pooled connection once
+        await asyncio.gather(*(concurrent(engine, 200, tasks=10) for _ in range(1)))
+    results: dict[str, dict[str, list[float]]] = {
+        w: {v: [] for v in variants} for w in ("sequential", "concurrent-50")
+    }
+    for r in range(rounds):
+        order = variants[r % len(variants) :] + variants[: r % len(variants)]
+        for name in order:
+            results["sequential"][name].append(await sequential(engines[name], ops))
+            results["concurrent-50"][name].append(await concurrent(engines[name], ops))
+    for engine in engines.values():
+        await engine.dispose()
+
+    apps = {flag: make_endpoint(url, flag) for flag in (False, True)}
+    endpoint: dict[bool, list[float]] = {False: [], True: []}
+    for app, _ in apps.values():
+        await endpoint_rate(app, 200)
+    for r in range(rounds):
+        for flag in (False, True) if r % 2 == 0 else (True, False):
+            endpoint[flag].append(await endpoint_rate(apps[flag][0], ops // 2))
+    for _, engine in apps.values():
+        await engine.dispose()
+    return {"pool": results, "endpoint": endpoint}
+
+
+def report(data: dict[str, Any], variants: list[str]) -> None:
+    print(f"python {sys.version.split()[0]}, sqlalchemy {sa.__version__}, pid {os.getpid()}")
+    for workload, per_variant in data["pool"].items():
+        base = statistics.median(per_variant["bare"])
+        print(f"\n{workload}: async with engine.connect(): pass  (median of rounds)")
+        print(f"  {'variant':<10} {'us/op':>8} {'ratio':>7}")
+        for name in variants:
+            med = statistics.median(per_variant[name])
+            print(f"  {name:<10} {med * 1e6:8.1f} {med / base:7.3f}")
+    bare = statistics.median(data["endpoint"][False])
+    inst = statistics.median(data["endpoint"][True])
+    print("\nFastAPI GET /one (SELECT 1), 20 concurrent clients, in-process ASGI")
+    print(f"  {'variant':<10} {'req/s':>8} {'ratio':>7}")
+    print(f"  {'bare':<10} {1 / bare:8.0f} {1.0:7.3f}")
+    print(f"  {'poolwatch':<10} {1 / inst:8.0f} {bare / inst:7.3f}  (throughput ratio)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dsn", help="libpq URL of a PostgreSQL to use (default: embedded)")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--ops", type=int, default=2000, help="operations per round and variant")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    args = parser.parse_args()
+    variants = [v for v in args.variants.split(",") if v]
+    if "bare" not in variants:
+        variants.insert(0, "bare")
+    local = None
+    if args.dsn:
+        dsn = args.dsn
+    else:
+        from poolwatch.embedded import start_local_postgres
+
+        local = start_local_postgres()
+        dsn = local.dsn()
+    url = dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
+    try:
+        data = asyncio.run(run(url, args.rounds, args.ops, variants))
+    finally:
+        if local is not None:
+            local.stop()
+    report(data, variants)
+
+
+if __name__ == "__main__":
+    main()
