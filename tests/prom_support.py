@@ -282,8 +282,9 @@ def dashboard_exprs(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def substitute_variables(expr: str) -> str:
-    """A panel expression with Grafana's variables replaced by values Prometheus accepts."""
-    expr = expr.replace("$__rate_interval", "1m").replace("$__interval", "1m")
+def substitute_variables(expr: str, rate_interval: str = "1m") -> str:
+    """A panel expression with Grafana's variables replaced by values Prometheus accepts
+    (every dashboard variable by ``.*``, i.e. "All")."""
+    expr = expr.replace("$__rate_interval", rate_interval).replace("$__interval", rate_interval)
     expr = expr.replace("${datasource}", "")
     return re.sub(r"\$\{?[A-Za-z_]\w*\}?", ".*", expr)
