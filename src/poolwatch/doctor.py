@@ -377,16 +377,19 @@ def check_capacity(s: PoolSettings, f: ServerFacts, o: DoctorOptions) -> Check:
     admin = max(MIN_ADMIN_SLOTS, f.reserved)
     budget = f.max_connections - admin
     suggested = budget // s.workers - s.max_overflow
+    share = budget // s.workers
     if suggested >= 1:
         fix = (
             f"pool_size={suggested} (floor(({f.max_connections} - {admin}) / {s.workers}) - "
-            f"{s.max_overflow}); see `poolwatch size --dsn ... --workers {s.workers} "
-            f"--max-overflow {s.max_overflow}`"
+            f"{s.max_overflow}, keeping {admin} slots for admin sessions and migrations)"
         )
+        if suggested < s.max_overflow and share > 6:
+            fix += f", or smaller bursts: pool_size={share - 5}, max_overflow=5"
+        fix += f"; see `poolwatch size --dsn ... --workers {s.workers}`"
     else:
         fix = (
             f"fewer workers or a smaller max_overflow: {s.workers} workers leave "
-            f"{budget // s.workers} connections each; or put PgBouncer (transaction mode) in front"
+            f"{share} connections each; or put PgBouncer (transaction mode) in front"
         )
     if peak > f.usable:
         return Check(

@@ -183,12 +183,12 @@ class Display:
         self.line("")
         self.line(self._c("1", "summary"))
         for phase in data["phases"]:
-            fired = ", ".join(phase["alerts"]) or "none"
+            fired = ", ".join(phase["new_alerts"]) or "none"
             self.line(
                 f"  {phase['key']:<12} max checked out {phase['max_checked_out']:g}, "
                 f"max waiting {phase['max_waiting']:g}, timeouts {phase['timeouts']:g}, "
                 f"leaks {phase['leaks']:g}, max idle in tx {phase['max_idle_in_transaction']:g}, "
-                f"max lock-waiting {phase['max_lock_waiting']:g}; alerts: {fired}"
+                f"max lock-waiting {phase['max_lock_waiting']:g}; new alerts: {fired}"
             )
         for note in data.get("notes", []):
             self.line(f"  note: {note}")

@@ -475,6 +475,7 @@ class Driver:
         before = await self.snapshot()
         maxima = {"checked_out": 0.0, "waiting": 0.0, "idle_tx": 0.0, "lock_waiting": 0.0}
         alerts_seen: list[str] = []
+        seen_before = set(self._seen_alerts)
         snap = before
         try:
             while (elapsed := time.monotonic() - start) < length:
@@ -511,6 +512,7 @@ class Driver:
                 "max_idle_in_transaction": maxima["idle_tx"],
                 "max_lock_waiting": maxima["lock_waiting"],
                 "alerts": alerts_seen,
+                "new_alerts": [a for a in alerts_seen if a not in seen_before],
             }
         )
 
@@ -525,7 +527,7 @@ class Driver:
             if leak_line and "leak" not in self._announced:
                 self._announced.add("leak")
                 text = line.split("WARNING poolwatch: ", 1)[-1]
-                say("app log: " + re.sub(r"checked out at <[^>]*>:\d+ in \S+ ", "", text))
+                say("app log: " + re.sub(r";? checked out at <[^>]*>:\d+ in \S+", "", text))
         if n["pg_idle_in_transaction_stale"] and "idle" not in self._announced:
             self._announced.add("idle")
             say(
@@ -535,8 +537,8 @@ class Driver:
         if n["pg_blocked"] and "blocked" not in self._announced:
             self._announced.add("blocked")
             say(
-                f"exporter: lock wait chain: {n['pg_blocked']:g} blocked session(s) behind "
-                f"{n['pg_blocking']:g} blocker(s), {n['pg_lock_waiting']:g} waiting on locks"
+                f"exporter: lock wait chain: {n['pg_blocked']:g} blocked session(s), "
+                f"{n['pg_blocking']:g} blocking others, {n['pg_lock_waiting']:g} waiting on locks"
             )
         for rule, why in alerts:
             if rule.name not in self._seen_alerts:
