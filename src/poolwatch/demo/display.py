@@ -198,6 +198,8 @@ class Display:
         if self.json:
             self._emit("cleanup", **report)
             return
+        if not report["processes"] and not report["left_behind"]:
+            return  # nothing was started (a failed start-up): the error line says it all
         stopped = ", ".join(
             f"{p['name']} (pid {p['pid']}{'' if p['stopped'] else ', STILL RUNNING'})"
             for p in report["processes"]
