@@ -149,3 +149,18 @@ def test_demo_rejects_a_too_short_duration() -> None:
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
     assert "--duration must be at least 12" in result.stderr
+
+
+def test_demo_unreachable_dsn_is_one_line_without_the_password() -> None:
+    result = subprocess.run(
+        demo_argv("--dsn", "postgresql://demo:pa55word@127.0.0.1:1/x", "--duration", "12"),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "demo:***@127.0.0.1:1/x" in lines[0], result.stderr
+    assert "pa55word" not in result.stderr
