@@ -142,9 +142,11 @@ class AlertRule:
 
 
 def _exhausted(now: Snapshot, _first: Snapshot, _db: str) -> str | None:
-    cap = now.pool("size") + now.pool("max_overflow")
-    if cap and now.pool("checked_out") >= cap and now.pool("waiting") > 0:
-        return f"{now.pool('checked_out'):g}/{cap:g} checked out, {now.pool('waiting'):g} waiting"
+    # alerts/pool.rules.yml: sqlalchemy_pool_waiting > 0 (callers wait only at capacity)
+    waiting = now.pool("waiting")
+    if waiting > 0:
+        cap = now.pool("size") + now.pool("max_overflow")
+        return f"{waiting:g} waiting, {now.pool('checked_out'):g}/{cap:g} checked out"
     return None
 
 
