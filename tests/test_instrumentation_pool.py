@@ -478,3 +478,19 @@ def test_rejects_what_is_not_an_engine() -> None:
         poolwatch.instrument("postgresql://nope")
     with pytest.raises(ValueError, match="leak_threshold"):
         poolwatch.instrument(sa.create_engine("sqlite://"), leak_threshold=0)
+
+
+async def test_engine_sharing_the_pool_is_not_instrumented_twice(
+    pg: PgTarget, registry: CollectorRegistry
+) -> None:
+    engine = create_async_engine(pg.url())
+    handle = poolwatch.instrument(engine, name="shared", registry=registry)
+    options_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+    assert options_engine.sync_engine.pool is engine.sync_engine.pool
+    assert poolwatch.instrument(options_engine, name="other", registry=registry) is handle
+    async with options_engine.connect():
+        pass
+    assert value(registry, "sqlalchemy_pool_checkouts_total", "shared") == 1
+    assert value(registry, "sqlalchemy_pool_checkouts_total", "other") is None
+    handle.close()
+    await engine.dispose()

@@ -152,6 +152,12 @@ def instrument(
         existing = _handles.get(id(sync_engine))
         if existing is not None and not existing.closed and existing.engine is sync_engine:
             return existing
+        # engine.execution_options(...) returns another Engine sharing the same pool:
+        # the pool is already watched, so hand back the handle that watches it.
+        owner = getattr(sync_engine.pool, "_poolwatch", None)
+        for handle in _handles.values():
+            if owner is not None and handle.tracker is owner and not handle.closed:
+                return handle
         collector = collector_for(registry) if prometheus else None
         label = name or default_pool_name(sync_engine.url)
         taken = collector.names_in_use() if collector is not None else set()
