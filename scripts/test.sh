@@ -9,8 +9,8 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 
 echo "== lint and types"
-.venv/bin/ruff check src tests bench
-.venv/bin/ruff format --check src tests bench
+.venv/bin/ruff check src tests bench dashboards
+.venv/bin/ruff format --check src tests bench dashboards
 .venv/bin/mypy
 
 echo "== full suite: SQLAlchemy $($PY -c 'import sqlalchemy; print(sqlalchemy.__version__)'), embedded PostgreSQL"
