@@ -57,7 +57,7 @@ async def test_k_sessions_blocked_on_a_row_lock_held_by_one(
         has_reserved_connections=False,
     )
     (observer,) = await sessions.open(1, app="observer")
-    row = await observer.fetchrow(build_sql(old), 5.0)
+    row = await observer.fetchrow(build_sql(old))
     fallback = Scrape.parse(render(collect_all(row, 10)))
     for name in ("pg_lock_waiting_sessions", "pg_blocked_sessions", "pg_blocking_sessions"):
         assert fallback.get(name, **db) == scrape.get(name, **db), name

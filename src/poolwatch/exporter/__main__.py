@@ -33,7 +33,7 @@ def _fail(message: str, code: int) -> int:
 async def _run(app: ExporterApp, settings: Settings) -> int:
     if settings.startup_check:
         try:
-            await app.database.check(app.scraper._sql_for, settings.stale_threshold)
+            await app.database.check(app.scraper.sql_for)
         except DatabaseUnavailable as exc:
             await app.database.close()
             hint = " (wrong password or pg_hba.conf?)" if "password" in str(exc).lower() else ""

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -167,7 +168,7 @@ class Database:
             self._conn.terminate()
         self._conn = None
 
-    async def fetchrow(self, sql_for: Any, *args: Any) -> tuple[Any, Features]:
+    async def fetchrow(self, sql_for: Callable[[Features], str]) -> tuple[Any, Features]:
         """Run the statement ``sql_for(features)`` once; reconnect first when needed.
 
         A connection found broken (terminated backend, server restart) is replaced at once
@@ -184,7 +185,7 @@ class Database:
                 assert self.features is not None
                 try:
                     row = await asyncio.wait_for(
-                        self._conn.fetchrow(sql_for(self.features), *args),
+                        self._conn.fetchrow(sql_for(self.features)),
                         self.query_timeout + 0.5,
                     )
                     return row, self.features
@@ -208,10 +209,10 @@ class Database:
                     raise describe_error(exc, self.dsn) from None
             raise AssertionError("unreachable")
 
-    async def check(self, sql_for: Any, *args: Any) -> None:
+    async def check(self, sql_for: Callable[[Features], str]) -> None:
         """Connect (ignoring backoff) and run the query once: the start-up check."""
         self._next_attempt = 0.0
-        await self.fetchrow(sql_for, *args)
+        await self.fetchrow(sql_for)
 
     async def close(self) -> None:
         """Close the connection politely (terminate if the server does not answer)."""

@@ -17,6 +17,7 @@ from prometheus_client.core import Metric
 
 from .collectors import collect_all, make_sql_builder
 from .database import Database, DatabaseUnavailable
+from .exposition import render_text
 
 log = logging.getLogger("poolwatch.exporter.scraper")
 
@@ -27,6 +28,7 @@ class Snapshot:
 
     up: bool
     families: list[Metric] = field(default_factory=list)
+    text: bytes = b""  # the families in the text format, rendered once per snapshot
     duration: float = 0.0
     taken_at: float = field(default_factory=time.monotonic)
     error: str | None = None
@@ -45,7 +47,7 @@ class Scraper:
         self.min_interval = min_interval
         self.queries = 0
         self.errors = 0
-        self._sql_for = make_sql_builder()
+        self.sql_for = make_sql_builder(stale_threshold)
         self._last: Snapshot | None = None
         self._inflight: asyncio.Future[Snapshot] | None = None
         self._warned_visibility = False
@@ -69,11 +71,12 @@ class Scraper:
         start = time.monotonic()
         self.queries += 1
         try:
-            row, _features = await self.database.fetchrow(self._sql_for, self.stale_threshold)
+            row, _features = await self.database.fetchrow(self.sql_for)
             families = collect_all(row, self.top_n)
             snap = Snapshot(
                 up=True,
                 families=families,
+                text=render_text(families),
                 duration=time.monotonic() - start,
                 sees_all_sessions=bool(row["sees_all_sessions"]),
             )

@@ -22,6 +22,7 @@ from prometheus_client.exposition import choose_encoder
 from .. import __version__
 from .database import Database
 from .dsn import Dsn
+from .exposition import CONTENT_TYPE, render_text
 from .own_metrics import collect_own
 from .scraper import Scraper, Snapshot
 from .settings import Settings
@@ -81,9 +82,11 @@ class ExporterApp:
     async def render(self, accept: str | None = None) -> tuple[bytes, str]:
         """Scrape (or reuse the snapshot) and encode it; returns (body, content type)."""
         snap = await self.scraper.snapshot()
+        encoder, content_type = choose_encoder(accept or "")
+        if content_type.startswith("text/plain"):
+            return render_text(collect_own(self.scraper, snap)) + snap.text, CONTENT_TYPE
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_SnapshotCollector(self.scraper, snap))
-        encoder, content_type = choose_encoder(accept or "")
         return encoder(registry), content_type
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

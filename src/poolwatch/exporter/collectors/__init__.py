@@ -9,6 +9,7 @@ scrape is one round trip and all metrics describe the same instant.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Mapping
 from types import ModuleType
 from typing import Any
@@ -51,8 +52,8 @@ def _age(column: str) -> str:
     )
 
 
-def build_sql(features: Features) -> str:
-    """The one scrape statement for a server with ``features`` ($1 = stale threshold, s)."""
+def build_sql(features: Features, stale_threshold: float = 5.0) -> str:
+    """The one scrape statement for a server with ``features``."""
     backend_type = _BACKEND_TYPE.format(
         column="backend_type" if features.has_backend_type else "NULL::text"
     )
@@ -62,16 +63,22 @@ def build_sql(features: Features) -> str:
         xact_age=_age("xact_start"),
         query_age=_age("query_start"),
     )
-    return head + ",".join(module.columns(features) for module in COLLECTORS.values())
+    parts = [
+        sessions.columns(features, stale_threshold)
+        if module is sessions
+        else module.columns(features)
+        for module in COLLECTORS.values()
+    ]
+    return head + ",".join(part for part in parts if part.strip())
 
 
-def make_sql_builder() -> Callable[[Features], str]:
+def make_sql_builder(stale_threshold: float) -> Callable[[Features], str]:
     """:func:`build_sql`, memoised per feature set (the statement is prepared once)."""
     cache: dict[Features, str] = {}
 
     def sql_for(features: Features) -> str:
         if features not in cache:
-            cache[features] = build_sql(features)
+            cache[features] = build_sql(features, stale_threshold)
         return cache[features]
 
     return sql_for
@@ -79,19 +86,21 @@ def make_sql_builder() -> Callable[[Features], str]:
 
 def collect_all(row: Mapping[str, Any], top_n: int) -> list[Metric]:
     """Every collector's metric families for one result row, labels folded to ``top_n``."""
-    groups = sessions.session_rows(row)
+    data = {key: json.loads(v) if isinstance(v, str) else v for key, v in row.items()}
+    groups = sessions.session_groups(data)
+    data[sessions.GROUPS_KEY] = groups
     fold = LabelFolder.from_counts(
         {
-            "datname": [(str(g[0] or ""), int(g[4])) for g in groups],
-            "usename": [(str(g[1] or ""), int(g[4])) for g in groups],
-            "application_name": [(str(g[2] or ""), int(g[4])) for g in groups],
+            "datname": [(g.datname, g.sessions) for g in groups],
+            "usename": [(g.usename, g.sessions) for g in groups],
+            "application_name": [(g.application_name, g.sessions) for g in groups],
         },
         top_n,
     )
     families: list[Metric] = []
     for module in COLLECTORS.values():
         collect: Callable[[Mapping[str, Any], LabelFolder], Iterator[Metric]] = module.collect
-        families.extend(collect(row, fold))
+        families.extend(collect(data, fold))
     return families
 
 

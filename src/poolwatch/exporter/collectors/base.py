@@ -28,7 +28,7 @@ def rows(row: Mapping[str, Any], column: str) -> list[list[Any]]:
     value = row[column]
     if value is None:
         return []
-    return list(json.loads(value))
+    return list(json.loads(value) if isinstance(value, str) else value)
 
 
 def text(value: Any) -> str:

@@ -9,6 +9,7 @@ rather than silently dropped.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client.core import Metric
@@ -23,12 +24,19 @@ from ..database import Features
 from .base import LabelFolder, add_sum, family, gauge, rows, text
 
 NAME = "sessions"
+GROUPS_KEY = "_session_groups"  # where collect_all keeps the parsed groups of one row
 UNKNOWN_STATE = "unknown"
 
+# One row per (datname, usename, application_name, state) group of client sessions: the
+# count plus the ages the transactions collector needs, so a single pass over the sessions
+# serves both. {threshold} is the stale threshold in seconds, as a float literal (no
+# parameter: the prepared statement keeps one generic plan).
 SQL = """
-  (SELECT json_agg(json_build_array(datname, usename, application_name, state, n))
-     FROM (SELECT datname, usename, application_name, state, count(*) AS n
-             FROM cli GROUP BY 1, 2, 3, 4) s) AS sessions,
+  (SELECT json_agg(g) FROM (
+     SELECT json_build_array(datname, usename, application_name, state, count(*),
+                             max(state_age), max(xact_age), max(query_age),
+                             count(*) FILTER (WHERE state_age > {threshold}::float8)) AS g
+       FROM cli GROUP BY datname, usename, application_name, state) s) AS sessions,
   (SELECT json_agg(json_build_array(backend_type, n))
      FROM (SELECT backend_type, count(*) AS n FROM act GROUP BY 1) s) AS backends,
   (SELECT count(*) FROM cli WHERE state IS NULL) AS hidden_sessions,
@@ -36,27 +44,48 @@ SQL = """
     OR pg_has_role(current_user, 'pg_read_all_stats', 'USAGE') AS sees_all_sessions"""
 
 
-def columns(features: Features) -> str:
+def columns(features: Features, stale_threshold: float) -> str:
     """This collector's part of the select list."""
-    return SQL
+    return SQL.format(threshold=repr(float(stale_threshold)))
 
 
-def session_rows(row: Mapping[str, Any]) -> list[list[Any]]:
-    """[datname, usename, application_name, state, count] per group, for the label folder."""
-    return rows(row, "sessions")
+@dataclass(frozen=True)
+class Group:
+    """Client sessions sharing database, role, application_name and state."""
+
+    datname: str
+    usename: str
+    application_name: str
+    state: str | None
+    sessions: int
+    max_state_age: float | None  # seconds since the last state change
+    max_xact_age: float | None  # seconds since the oldest transaction began
+    max_query_age: float | None  # seconds since the oldest statement began
+    over_threshold: int  # sessions whose state is older than the stale threshold
+
+
+def session_groups(row: Mapping[str, Any]) -> list[Group]:
+    """The per-group rows of this snapshot (also used by the transactions collector)."""
+    cached = row.get(GROUPS_KEY)
+    if cached is not None:
+        return list(cached)
+    return [
+        Group(text(d), text(u), text(a), st, int(n), si, xa, qa, int(over))
+        for d, u, a, st, n, si, xa, qa, over in rows(row, "sessions")
+    ]
 
 
 def collect(row: Mapping[str, Any], fold: LabelFolder) -> Iterator[Metric]:
     """pg_sessions, pg_backends and the visibility metrics."""
     sessions: dict[tuple[str, ...], float] = {}
-    for datname, usename, app, state, n in session_rows(row):
+    for g in session_groups(row):
         key = (
-            fold("datname", datname),
-            fold("usename", usename),
-            fold("application_name", app),
-            UNKNOWN_STATE if state is None else str(state),
+            fold("datname", g.datname),
+            fold("usename", g.usename),
+            fold("application_name", g.application_name),
+            UNKNOWN_STATE if g.state is None else g.state,
         )
-        add_sum(sessions, key, n)
+        add_sum(sessions, key, g.sessions)
     yield family(PG_SESSIONS, sessions)
     backends: dict[tuple[str, ...], float] = {}
     for backend_type, n in rows(row, "backends"):

@@ -1,10 +1,12 @@
 """Collector ``transactions``: idle-in-transaction sessions and their ages, the oldest
 transaction per state, and the longest-running active query.
 
-Ages are measured against ``now()`` of the one scrape statement, so all of them come from
-the same moment; negative ages (a state change during the scrape) are clamped to 0.
-Sessions "idle in transaction (aborted)" count as idle in transaction: they hold their
-connection and locks just the same.
+It adds no SQL of its own: the ages are aggregated per session group by the ``sessions``
+collector's pass over ``pg_stat_activity`` (max state age, max transaction age, max query
+age, sessions over the stale threshold), and re-aggregated here per label set. Ages are
+measured against ``now()`` of the one scrape statement, so all come from the same moment;
+a state change during the scrape clamps to 0. Sessions "idle in transaction (aborted)"
+count as idle in transaction: they hold their connection and locks just the same.
 """
 
 from __future__ import annotations
@@ -23,29 +25,17 @@ from ...metric_names import (
     PG_TRANSACTION_MAX_AGE_SECONDS,
 )
 from ..database import Features
-from .base import LabelFolder, add_max, add_sum, family, rows
+from .base import LabelFolder, add_max, add_sum, family
+from .sessions import UNKNOWN_STATE, session_groups
 
 NAME = "transactions"
+IDLE_IN_TRANSACTION = frozenset({"idle in transaction", "idle in transaction (aborted)"})
 
-# $1 = the stale threshold in seconds.
-SQL = """
-  (SELECT json_agg(json_build_array(datname, application_name, n, max_idle, max_age, stale))
-     FROM (SELECT datname, application_name, count(*) AS n,
-                  max(state_age) AS max_idle, max(xact_age) AS max_age,
-                  count(*) FILTER (WHERE state_age > $1::float8) AS stale
-             FROM cli
-            WHERE state IN ('idle in transaction', 'idle in transaction (aborted)')
-            GROUP BY 1, 2) s) AS idle_in_transaction,
-  (SELECT json_agg(json_build_array(datname, state, max_age))
-     FROM (SELECT datname, state, max(xact_age) AS max_age FROM cli
-            WHERE xact_age IS NOT NULL GROUP BY 1, 2) s) AS transaction_age,
-  (SELECT json_agg(json_build_array(datname, max_age))
-     FROM (SELECT datname, max(query_age) AS max_age FROM cli
-            WHERE state = 'active' GROUP BY 1) s) AS query_age"""
+SQL = ""  # everything comes from the sessions collector's group rows
 
 
 def columns(features: Features) -> str:
-    """This collector's part of the select list."""
+    """This collector's part of the select list (none)."""
     return SQL
 
 
@@ -55,21 +45,25 @@ def collect(row: Mapping[str, Any], fold: LabelFolder) -> Iterator[Metric]:
     idle: dict[tuple[str, ...], float] = {}
     age: dict[tuple[str, ...], float] = {}
     stale: dict[tuple[str, ...], float] = {}
-    for datname, app, n, max_idle, max_age, n_stale in rows(row, "idle_in_transaction"):
-        key = (fold("datname", datname), fold("application_name", app))
-        add_sum(count, key, n)
-        add_max(idle, key, max_idle)
-        add_max(age, key, max_age)
-        add_sum(stale, key[:1], n_stale)
+    tx_age: dict[tuple[str, ...], float] = {}
+    query_age: dict[tuple[str, ...], float] = {}
+    for g in session_groups(row):
+        datname = fold("datname", g.datname)
+        if g.state in IDLE_IN_TRANSACTION:
+            key = (datname, fold("application_name", g.application_name))
+            add_sum(count, key, g.sessions)
+            add_max(idle, key, g.max_state_age)
+            add_max(age, key, g.max_xact_age)
+            add_sum(stale, (datname,), g.over_threshold)
+        if g.max_xact_age is not None:
+            add_max(
+                tx_age, (datname, UNKNOWN_STATE if g.state is None else g.state), g.max_xact_age
+            )
+        if g.state == "active":
+            add_max(query_age, (datname,), g.max_query_age)
     yield family(PG_IDLE_IN_TRANSACTION_SESSIONS, count)
     yield family(PG_IDLE_IN_TRANSACTION_MAX_IDLE_SECONDS, idle)
     yield family(PG_IDLE_IN_TRANSACTION_MAX_AGE_SECONDS, age)
     yield family(PG_IDLE_IN_TRANSACTION_STALE_SESSIONS, stale)
-    tx_age: dict[tuple[str, ...], float] = {}
-    for datname, state, max_age in rows(row, "transaction_age"):
-        add_max(tx_age, (fold("datname", datname), "unknown" if state is None else state), max_age)
     yield family(PG_TRANSACTION_MAX_AGE_SECONDS, tx_age)
-    query_age: dict[tuple[str, ...], float] = {}
-    for datname, max_age in rows(row, "query_age"):
-        add_max(query_age, (fold("datname", datname),), max_age)
     yield family(PG_QUERY_MAX_AGE_SECONDS, query_age)
