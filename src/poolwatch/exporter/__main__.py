@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 from .. import __version__
 from .database import DatabaseUnavailable
@@ -74,9 +75,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(settings.log_level, settings.log_format, secrets)
     app = ExporterApp(settings, dsn, web_config)
     try:
-        return asyncio.run(_run(app, settings))
+        return _event_loop_runner()(_run(app, settings))
     except KeyboardInterrupt:
         return 0
+
+
+def _event_loop_runner() -> Callable[[Coroutine[Any, Any, int]], int]:
+    """uvloop's ``run`` where installed (a faster loop: about half the per-request
+    overhead), else :func:`asyncio.run`."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run
+    runner: Callable[[Coroutine[Any, Any, int]], int] = uvloop.run
+    return runner
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Serving the ASGI app with uvicorn (TLS from the web config), and the healthcheck client.
 
 uvicorn is a small, widely deployed ASGI server with TLS support built on the standard
-``ssl`` module; the exporter uses it with its own logging (no access log) and without the
-``Server`` header.
+``ssl`` module; the exporter uses it with its own logging (no access log), without the
+``Server`` header, and with the httptools parser when installed (the ``exporter`` extra
+installs it: it halves the per-request cost compared with the pure-Python h11).
 """
 
 from __future__ import annotations

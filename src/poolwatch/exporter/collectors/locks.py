@@ -21,49 +21,58 @@ from ...metric_names import (
 )
 from ..database import Features
 from .base import LabelFolder, add_max, add_sum, family, rows
+from .sessions import session_groups
 
 NAME = "locks"
 
+# pg_locks is read only when some session waits for a lock (a one-time filter).
 _WAITSTART = """
-     LEFT JOIN (SELECT pid, min(waitstart) AS waitstart FROM pg_locks
-                 WHERE NOT granted AND (SELECT count(*) FROM cli WHERE blockers IS NOT NULL) > 0
-                 GROUP BY pid) l USING (pid)"""
+            LEFT JOIN (SELECT pid, min(waitstart) AS waitstart FROM pg_locks
+                        WHERE NOT granted
+                          AND EXISTS (SELECT 1 FROM act WHERE wait_event_type = 'Lock')
+                        GROUP BY pid) l USING (pid)"""
 
 SQL = """
-  (SELECT json_agg(json_build_array(datname, n, max_wait))
-     FROM (SELECT datname, count(*) AS n,
-                  max(greatest(0, {wait_age})) AS max_wait
-             FROM cli{waitstart_join}
-            WHERE wait_event_type = 'Lock' GROUP BY 1) s) AS lock_waits,
-  (SELECT json_agg(json_build_array(datname, n))
-     FROM (SELECT datname, count(*) AS n FROM cli
-            WHERE cardinality(blockers) > 0 GROUP BY 1) s) AS blocked,
-  (SELECT json_agg(json_build_array(datname, n))
-     FROM (SELECT a.datname, count(*) AS n
-             FROM (SELECT DISTINCT unnest(blockers) AS pid FROM cli) b
-             LEFT JOIN act a USING (pid) GROUP BY 1) s) AS blocking"""
+  (SELECT json_agg(json_build_array(d.datname, w.max_wait))
+     FROM (SELECT a.datid, max(extract(epoch FROM now() - {wait_start})) AS max_wait
+             FROM act a{waitstart_join}
+            WHERE a.wait_event_type = 'Lock' AND a.backend_type = 'client backend'
+            GROUP BY a.datid) w
+     LEFT JOIN pg_database d ON d.oid = w.datid) AS lock_wait,
+  (SELECT json_agg(json_build_array(d.datname, b.n))
+     FROM (SELECT a.datid, count(*) AS n
+             FROM (SELECT DISTINCT unnest(blockers) AS pid FROM act
+                    WHERE backend_type = 'client backend') x
+             LEFT JOIN act a USING (pid) GROUP BY a.datid) b
+     LEFT JOIN pg_database d ON d.oid = b.datid) AS blocking"""
 
 
 def columns(features: Features) -> str:
     """This collector's part of the select list (uses pg_locks.waitstart if it exists)."""
     if features.has_waitstart:
-        wait_age = "extract(epoch FROM now() - coalesce(l.waitstart, cli.state_change))"
-        return SQL.format(wait_age=wait_age, waitstart_join=_WAITSTART)
-    return SQL.format(wait_age="extract(epoch FROM now() - state_change)", waitstart_join="")
+        return SQL.format(
+            wait_start="coalesce(l.waitstart, a.state_change)", waitstart_join=_WAITSTART
+        )
+    return SQL.format(wait_start="a.state_change", waitstart_join="")
 
 
 def collect(row: Mapping[str, Any], fold: LabelFolder) -> Iterator[Metric]:
     """pg_lock_waiting_sessions, pg_lock_wait_max_seconds, pg_blocked/blocking_sessions."""
     waiting: dict[tuple[str, ...], float] = {}
+    blocked: dict[tuple[str, ...], float] = {}
+    for g in session_groups(row):
+        key = (fold("datname", g.datname),)
+        if g.lock_waits:
+            add_sum(waiting, key, g.lock_waits)
+        if g.blocked:
+            add_sum(blocked, key, g.blocked)
     longest: dict[tuple[str, ...], float] = {}
-    for datname, n, max_wait in rows(row, "lock_waits"):
-        key = (fold("datname", datname),)
-        add_sum(waiting, key, n)
-        add_max(longest, key, max_wait)
+    for datname, max_wait in rows(row, "lock_wait"):
+        add_max(longest, (fold("datname", datname),), max(0.0, float(max_wait)))
+    blocking: dict[tuple[str, ...], float] = {}
+    for datname, n in rows(row, "blocking"):
+        add_sum(blocking, (fold("datname", datname),), n)
     yield family(PG_LOCK_WAITING_SESSIONS, waiting)
     yield family(PG_LOCK_WAIT_MAX_SECONDS, longest)
-    for spec, column in ((PG_BLOCKED_SESSIONS, "blocked"), (PG_BLOCKING_SESSIONS, "blocking")):
-        counts: dict[tuple[str, ...], float] = {}
-        for datname, n in rows(row, column):
-            add_sum(counts, (fold("datname", datname),), n)
-        yield family(spec, counts)
+    yield family(PG_BLOCKED_SESSIONS, blocked)
+    yield family(PG_BLOCKING_SESSIONS, blocking)

@@ -24,22 +24,29 @@ from ..database import Features
 from .base import LabelFolder, add_sum, family, gauge, rows, text
 
 NAME = "sessions"
-GROUPS_KEY = "_session_groups"  # where collect_all keeps the parsed groups of one row
+GROUPS_KEY = "_groups"  # where collect_all keeps the parsed groups of one row
+CLIENT_BACKEND = "client backend"
 UNKNOWN_STATE = "unknown"
 
-# One row per (datname, usename, application_name, state) group of client sessions: the
-# count plus the ages the transactions collector needs, so a single pass over the sessions
-# serves both. {threshold} is the stale threshold in seconds, as a float literal (no
-# parameter: the prepared statement keeps one generic plan).
+# One row per (database, role, application_name, state, backend_type) group of backends:
+# the count plus what the transactions and locks collectors need, so one pass over the
+# sessions serves them all. Ages are seconds (clamped to >= 0 in Python). {threshold} is
+# the stale threshold in seconds as a literal (no parameter: one generic plan).
 SQL = """
-  (SELECT json_agg(g) FROM (
-     SELECT json_build_array(datname, usename, application_name, state, count(*),
-                             max(state_age), max(xact_age), max(query_age),
-                             count(*) FILTER (WHERE state_age > {threshold}::float8)) AS g
-       FROM cli GROUP BY datname, usename, application_name, state) s) AS sessions,
-  (SELECT json_agg(json_build_array(backend_type, n))
-     FROM (SELECT backend_type, count(*) AS n FROM act GROUP BY 1) s) AS backends,
-  (SELECT count(*) FROM cli WHERE state IS NULL) AS hidden_sessions,
+  (SELECT json_agg(json_build_array(
+            d.datname, r.rolname, g.application_name, g.state, g.backend_type, g.n,
+            extract(epoch FROM now() - g.oldest_state), extract(epoch FROM now() - g.oldest_xact),
+            extract(epoch FROM now() - g.oldest_query), g.over, g.lock_waits, g.blocked))
+     FROM (SELECT datid, usesysid, application_name, state, backend_type, count(*) AS n,
+                  min(state_change) AS oldest_state, min(xact_start) AS oldest_xact,
+                  min(query_start) FILTER (WHERE state = 'active') AS oldest_query,
+                  count(*) FILTER (
+                    WHERE state_change < now() - '{threshold} seconds'::interval) AS over,
+                  count(*) FILTER (WHERE wait_event_type = 'Lock') AS lock_waits,
+                  count(*) FILTER (WHERE cardinality(blockers) > 0) AS blocked
+             FROM act GROUP BY datid, usesysid, application_name, state, backend_type) g
+     LEFT JOIN pg_database d ON d.oid = g.datid
+     LEFT JOIN pg_roles r ON r.oid = g.usesysid) AS sessions,
   (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
     OR pg_has_role(current_user, 'pg_read_all_stats', 'USAGE') AS sees_all_sessions"""
 
@@ -49,30 +56,60 @@ def columns(features: Features, stale_threshold: float) -> str:
     return SQL.format(threshold=repr(float(stale_threshold)))
 
 
+def _age(value: Any) -> float | None:
+    return None if value is None else max(0.0, float(value))
+
+
 @dataclass(frozen=True)
 class Group:
-    """Client sessions sharing database, role, application_name and state."""
+    """Backends sharing database, role, application_name, state and backend type."""
 
     datname: str
     usename: str
     application_name: str
     state: str | None
+    backend_type: str
     sessions: int
-    max_state_age: float | None  # seconds since the last state change
+    max_state_age: float | None  # seconds since the oldest state change
     max_xact_age: float | None  # seconds since the oldest transaction began
-    max_query_age: float | None  # seconds since the oldest statement began
+    max_query_age: float | None  # seconds since the oldest active statement began
     over_threshold: int  # sessions whose state is older than the stale threshold
+    lock_waits: int  # sessions waiting for a heavyweight lock
+    blocked: int  # sessions pg_blocking_pids() says are blocked
+
+    @property
+    def client(self) -> bool:
+        """A client backend (an application's session)."""
+        return self.backend_type == CLIENT_BACKEND
 
 
-def session_groups(row: Mapping[str, Any]) -> list[Group]:
-    """The per-group rows of this snapshot (also used by the transactions collector)."""
+def all_groups(row: Mapping[str, Any]) -> list[Group]:
+    """Every group of this snapshot, client backends or not."""
     cached = row.get(GROUPS_KEY)
     if cached is not None:
         return list(cached)
     return [
-        Group(text(d), text(u), text(a), st, int(n), si, xa, qa, int(over))
-        for d, u, a, st, n, si, xa, qa, over in rows(row, "sessions")
+        Group(
+            text(d),
+            text(u),
+            text(a),
+            st,
+            text(bt),
+            int(n),
+            _age(sa),
+            _age(xa),
+            _age(qa),
+            int(over),
+            int(lw),
+            int(bl),
+        )
+        for d, u, a, st, bt, n, sa, xa, qa, over, lw, bl in rows(row, "sessions")
     ]
+
+
+def session_groups(row: Mapping[str, Any]) -> list[Group]:
+    """The client-backend groups (used by the transactions and locks collectors too)."""
+    return [g for g in all_groups(row) if g.client]
 
 
 def collect(row: Mapping[str, Any], fold: LabelFolder) -> Iterator[Metric]:
@@ -88,11 +125,14 @@ def collect(row: Mapping[str, Any], fold: LabelFolder) -> Iterator[Metric]:
         add_sum(sessions, key, g.sessions)
     yield family(PG_SESSIONS, sessions)
     backends: dict[tuple[str, ...], float] = {}
-    for backend_type, n in rows(row, "backends"):
-        add_sum(backends, (text(backend_type),), n)
+    hidden_count = 0
+    for g in all_groups(row):
+        add_sum(backends, (g.backend_type,), g.sessions)
+        if g.client and g.state is None:
+            hidden_count += g.sessions
     yield family(PG_BACKENDS, backends)
     hidden = gauge(EXPORTER_HIDDEN_SESSIONS)
-    hidden.add_metric([], float(row["hidden_sessions"]))
+    hidden.add_metric([], float(hidden_count))
     yield hidden
     sees = gauge(EXPORTER_SEES_ALL_SESSIONS)
     sees.add_metric([], 1.0 if row["sees_all_sessions"] else 0.0)
