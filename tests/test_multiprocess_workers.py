@@ -235,3 +235,15 @@ def test_totals_across_workers_and_dead_worker_leaves(server: Server) -> None:
     for _ in range(3):
         assert matches(server.totals(), want)
     assert not list(server.mpdir.glob(f"gauge_live*_{victim}.db"))
+
+
+def test_multiprocess_true_without_the_directory_is_a_clear_error(pg: PgTarget) -> None:
+    import sqlalchemy as sa
+
+    import poolwatch
+
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    engine = sa.create_engine(pg.url("psycopg"))
+    with pytest.raises(ValueError, match="PROMETHEUS_MULTIPROC_DIR"):
+        poolwatch.instrument(engine, multiprocess=True)
+    engine.dispose()

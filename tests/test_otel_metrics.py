@@ -323,3 +323,23 @@ def test_opentelemetry_is_never_imported_unless_asked(pg: PgTarget, mode: str) -
     )
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result == {"otel": [], "checkouts": 1.0}, out.stderr
+
+
+async def test_nullpool_reports_what_applies(pg: PgTarget, otel: Otel) -> None:
+    from sqlalchemy.pool import NullPool
+
+    engine = create_async_engine(pg.url(), poolclass=NullPool)
+    poolwatch.instrument(engine, name="nullpool", meter_provider=otel.provider, prometheus=False)
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(sa.text("select 1"))
+            otel.collect()
+            state = {"db.client.connection.state": "used"}
+            assert otel.value("db.client.connection.count", "nullpool", **state) == 1
+        otel.collect()
+        assert otel.value("db.client.connection.count", "nullpool", **state) == 0
+        assert otel.value("db.client.connection.max", "nullpool") is None  # no maximum
+        assert otel.point("db.client.connection.use_time", "nullpool").count == 1
+        assert otel.point("db.client.connection.create_time", "nullpool").count == 1
+    finally:
+        await engine.dispose()
