@@ -51,7 +51,7 @@ def test_demo_walks_every_phase_and_leaves_nothing_behind() -> None:
     assert result.returncode == 0, out + result.stderr
     assert "Traceback" not in out + result.stderr
     # where the metrics are
-    assert re.search(r"app /metrics\s+http://127\.0\.0\.1:\d+/metrics/", out), out
+    assert re.search(r"app /metrics\s+http://127\.0\.0\.1:\d+/metrics\s", out), out
     assert re.search(r"exporter /metrics\s+http://127\.0\.0\.1:\d+/metrics", out), out
     # the four phases, in order
     positions = [out.index(f"== phase {i}/4") for i in range(1, 5)]

@@ -118,7 +118,7 @@ class App:
             self.leaked.append(session)
             return {"ok": "leaked"}
 
-        app.mount("/metrics", poolwatch.metrics_app(registry))
+        app.add_route("/metrics", poolwatch.metrics_app(registry))
         app.add_middleware(poolwatch.RouteMiddleware)
         self.app = app
 
@@ -154,7 +154,7 @@ async def test_seed_000_connections_return_under_load(
         waited = value(registry, "sqlalchemy_pool_checkout_duration_seconds_count", "app")
         assert waited == checkouts
         # the scrape endpoint serves the same numbers
-        scrape = await client.get("/metrics/")
+        scrape = await client.get("/metrics")
         assert scrape.status_code == 200
         assert f'sqlalchemy_pool_checkouts_total{{pool="app"}} {checkouts}' in scrape.text
     await client_app.engine.dispose()

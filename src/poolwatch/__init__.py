@@ -7,7 +7,7 @@ Two lines at start-up::
 
 and Prometheus sees checked-out / idle / overflow / waiting gauges, checkout-wait, hold and
 connect-time histograms, timeouts, invalidations and leaks for that pool. Serve them with
-``app.mount("/metrics", poolwatch.metrics_app())``.
+``app.add_route("/metrics", poolwatch.metrics_app())``.
 """
 
 from poolwatch._version import __version__

@@ -4,7 +4,7 @@ middleware that tells leak reports which route held a connection.
 Neither needs Starlette or FastAPI; both are plain ASGI, so they mount anywhere::
 
     app = FastAPI()
-    app.mount("/metrics", poolwatch.metrics_app())
+    app.add_route("/metrics", poolwatch.metrics_app())
     app.add_middleware(poolwatch.RouteMiddleware)
 """
 
@@ -63,15 +63,17 @@ def render_metrics(
     return body, headers
 
 
-def metrics_app(registry: CollectorRegistry | None = None) -> ASGIApp:
-    """An ASGI app serving Prometheus metrics (text or OpenMetrics, gzip when asked).
+class MetricsApp:
+    """ASGI app serving Prometheus metrics; build it with :func:`metrics_app`.
 
-    Exposition runs in a worker thread, so a scrape never stalls the event loop. With
-    ``registry=None`` it serves the global registry, or, when ``PROMETHEUS_MULTIPROC_DIR``
-    is set, every worker process's metrics aggregated.
+    A class (not a function) so Starlette/FastAPI's ``add_route`` treats it as an ASGI app
+    and serves it at exactly ``/metrics``, with no redirect to ``/metrics/``.
     """
 
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             while True:
                 message = await receive()
@@ -90,7 +92,7 @@ def metrics_app(registry: CollectorRegistry | None = None) -> ASGIApp:
         body, extra = await asyncio.get_running_loop().run_in_executor(
             None,
             render_metrics,
-            registry,
+            self.registry,
             headers.get("accept", ""),
             headers.get("accept-encoding", ""),
             query.get("name[]"),
@@ -99,7 +101,19 @@ def metrics_app(registry: CollectorRegistry | None = None) -> ASGIApp:
             body = b""
         await _respond(send, 200, body, extra)
 
-    return app
+
+def metrics_app(registry: CollectorRegistry | None = None) -> MetricsApp:
+    """An ASGI app serving Prometheus metrics (text or OpenMetrics, gzip when asked).
+
+    Exposition runs in a worker thread, so the event loop only waits for the GIL, never
+    for the whole rendering. With ``registry=None`` it serves the global registry, or,
+    when ``PROMETHEUS_MULTIPROC_DIR`` is set, every worker process's metrics aggregated.
+
+    Example::
+
+        app.add_route("/metrics", poolwatch.metrics_app())   # FastAPI / Starlette
+    """
+    return MetricsApp(registry)
 
 
 async def _respond(

@@ -91,7 +91,7 @@ def create_app(url: str, leak_threshold: float = 1.0) -> FastAPI:
 
     app = FastAPI(title="poolwatch demo shop", lifespan=lifespan)
     app.add_middleware(poolwatch.RouteMiddleware)
-    app.mount("/metrics", poolwatch.metrics_app(registry))
+    app.add_route("/metrics", poolwatch.metrics_app(registry))
 
     @app.exception_handler(sqlalchemy.exc.TimeoutError)
     async def pool_timeout(_request: Request, exc: sqlalchemy.exc.TimeoutError) -> JSONResponse:

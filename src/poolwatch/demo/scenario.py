@@ -341,8 +341,7 @@ def _start(res: Resources, dsn: str | None, stale_threshold: int) -> Setup:
             exporter_url = candidate
     return Setup(
         app_url=app_base,
-        # app.mount("/metrics", ...) answers /metrics with a redirect to /metrics/
-        app_metrics_url=app_base + "/metrics/",
+        app_metrics_url=app_base + "/metrics",
         exporter_metrics_url=exporter_url,
         exporter_note=note,
         database=database,

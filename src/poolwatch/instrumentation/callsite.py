@@ -26,9 +26,16 @@ except ImportError:  # pragma: no cover - exercised only without greenlet
 
 import poolwatch
 
-_LIBRARY_DIRS: tuple[str, ...] = tuple(
-    os.path.dirname(os.path.abspath(m.__file__ or "")) + os.sep
-    for m in (sqlalchemy, poolwatch, asyncio, contextlib, threading)
+_POOLWATCH_DIR = os.path.dirname(os.path.abspath(poolwatch.__file__ or ""))
+_LIBRARY_DIRS: tuple[str, ...] = (
+    *(
+        os.path.dirname(os.path.abspath(m.__file__ or "")) + os.sep
+        for m in (sqlalchemy, asyncio, contextlib, threading)
+    ),
+    # Only poolwatch's own plumbing: an application built on poolwatch (its demo, say)
+    # is still application code.
+    os.path.join(_POOLWATCH_DIR, "instrumentation") + os.sep,
+    os.path.join(_POOLWATCH_DIR, "asgi.py"),
 )
 _STDLIB = sysconfig.get_paths().get("stdlib", "") + os.sep
 _INTERNAL_PREFIXES: tuple[str, ...] = (*_LIBRARY_DIRS, "<frozen ")
