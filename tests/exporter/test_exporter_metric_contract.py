@@ -53,3 +53,48 @@ async def test_served_metrics_match_the_contract(exporter_factory, sessions: Ses
         n + "_total" if n in counters else n for n in served
     }
     assert not missing
+
+
+async def test_fast_text_encoder_matches_prometheus_client(
+    exporter_factory, sessions: Sessions
+) -> None:
+    """The exporter's own text encoder gives byte-for-byte what generate_latest gives."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from poolwatch.exporter.exposition import render_text
+    from poolwatch.exporter.own_metrics import collect_own
+
+    odd = await sessions.open(1, app='we"ird\\app\nname')
+    await odd[0].execute("BEGIN; SELECT 1")
+    exp = exporter_factory()
+    snap = await exp.app.scraper.snapshot()
+    families = [*collect_own(exp.app.scraper, snap), *snap.families]
+
+    class Fixed:
+        def collect(self):
+            return families
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Fixed())
+    assert render_text(families) == generate_latest(registry)
+    assert 'application_name="we\\"ird\\\\app\\nname"' in render_text(families).decode()
+
+
+def test_documented_web_config_example_is_valid(tmp_path) -> None:
+    import re
+
+    from poolwatch.exporter.webconfig import load_web_config
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "exporter.md").read_text()
+    example = re.search(r"```yaml\n(tls_server_config:.*?)```", doc, re.S).group(1)
+    # Keep the users part (the TLS files are the reader's); the hash must be real bcrypt.
+    users = example[example.index("basic_auth_users:") :]
+    path = tmp_path / "web.yml"
+    path.write_text(users)
+    config = load_web_config(str(path))
+    assert list(config.users) == ["prometheus"]
+    import asyncio
+    import base64
+
+    header = "Basic " + base64.b64encode(b"prometheus:change-me").decode()
+    assert asyncio.run(config.check_authorization(header))

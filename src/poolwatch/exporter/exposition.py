@@ -39,7 +39,8 @@ def render_text(families: Iterable[Metric]) -> bytes:
         for sample in fam.samples:
             if sample.labels:
                 labels = ",".join(
-                    f'{key}="{_escape_value(value)}"' for key, value in sample.labels.items()
+                    f'{key}="{_escape_value(value)}"'
+                    for key, value in sorted(sample.labels.items())
                 )
                 out.append(f"{sample.name}{{{labels}}} {_number(sample.value)}\n")
             else:
