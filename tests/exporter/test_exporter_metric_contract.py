@@ -64,7 +64,7 @@ async def test_fast_text_encoder_matches_prometheus_client(
     from poolwatch.exporter.exposition import render_text
     from poolwatch.exporter.own_metrics import collect_own
 
-    odd = await sessions.open(1, app='we"ird\\app\nname')
+    odd = await sessions.open(1, app='we"ird\\app')  # (PostgreSQL turns newlines into ?)
     await odd[0].execute("BEGIN; SELECT 1")
     exp = exporter_factory()
     snap = await exp.app.scraper.snapshot()
@@ -77,7 +77,7 @@ async def test_fast_text_encoder_matches_prometheus_client(
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Fixed())
     assert render_text(families) == generate_latest(registry)
-    assert 'application_name="we\\"ird\\\\app\\nname"' in render_text(families).decode()
+    assert 'application_name="we\\"ird\\\\app"' in render_text(families).decode()
 
 
 def test_documented_web_config_example_is_valid(tmp_path) -> None:
