@@ -5,7 +5,9 @@ scrapes are interleaved so machine noise hits both alike. For each size (client 
 held open: a mix of idle, idle-in-transaction and active ``pg_sleep`` sessions over 25
 application names and 3 databases) it prints the median and p90 of ``--scrapes`` HTTP
 scrapes of each exporter, the server-side execution time of our one statement (EXPLAIN
-ANALYZE, median) and our exporter's RSS.
+ANALYZE, median), the time our exporter spent inside a scrape (its own
+``poolwatch_exporter_scrape_duration_seconds``: query round trip + building the metrics;
+the rest of the HTTP latency is the HTTP stack and the client) and our exporter's RSS.
 
     .venv/bin/python bench/bench_exporter.py                    # embedded PostgreSQL 18
     .venv/bin/python bench/bench_exporter.py --sizes 10,300 --scrapes 50
@@ -112,6 +114,14 @@ async def server_time_ms(dsn: str, runs: int) -> float:
         await conn.close()
 
 
+def scrape_duration_ms(body: str) -> float:
+    """poolwatch_exporter_scrape_duration_seconds from one of our responses, in ms."""
+    for line in body.splitlines():
+        if line.startswith("poolwatch_exporter_scrape_duration_seconds "):
+            return float(line.split()[1]) * 1000
+    raise ValueError("no poolwatch_exporter_scrape_duration_seconds in the response")
+
+
 def quantiles(values: list[float]) -> tuple[float, float]:
     ordered = sorted(values)
     p90 = ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
@@ -122,6 +132,13 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10,300,2000")
     parser.add_argument("--scrapes", type=int, default=30)
+    parser.add_argument(
+        "--pause",
+        type=float,
+        default=0.05,
+        help="seconds between scrapes, so one exporter's after-work (postgres_exporter's "
+        "backend exiting) does not land in the other's measurement; real scrapes are 15 s apart",
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
 
@@ -169,12 +186,12 @@ async def main() -> None:
             )
             print(
                 f"PostgreSQL {await server_version(dsn)}, postgres_exporter {version}, "
-                f"{args.scrapes} scrapes per exporter and size, interleaved; "
+                f"{args.scrapes} scrapes per exporter and size, interleaved, {args.pause}s apart; "
                 "max_connections = sessions + 100"
             )
             print(
                 f"{'sessions':>8} | {'ours median':>11} {'p90':>7} | {'theirs median':>13} "
-                f"{'p90':>7} | {'ratio':>5} | {'our SQL':>8} | {'our RSS':>7}"
+                f"{'p90':>7} | {'ratio':>5} | {'our SQL':>8} | {'inside':>8} | {'our RSS':>7}"
             )
             with httpx.Client(timeout=30) as client:
                 for size in sizes:
@@ -193,17 +210,23 @@ async def main() -> None:
                     client.get(theirs_url).raise_for_status()
                     ours_t: list[float] = []
                     theirs_t: list[float] = []
+                    inside: list[float] = []  # our own scrape_duration: query + collect
                     for _ in range(args.scrapes):
                         for url, into in ((ours_url, ours_t), (theirs_url, theirs_t)):
                             t0 = time.perf_counter()
-                            client.get(url).raise_for_status()
+                            response = client.get(url)
                             into.append((time.perf_counter() - t0) * 1000)
+                            response.raise_for_status()
+                            if url == ours_url:
+                                inside.append(scrape_duration_ms(response.text))
+                            time.sleep(args.pause)
                     om, op90 = quantiles(ours_t)
                     tm, tp90 = quantiles(theirs_t)
                     sql_ms = await server_time_ms(dsn, 11)
                     print(
                         f"{size:>8} | {om:>8.2f} ms {op90:>7.2f} | {tm:>10.2f} ms {tp90:>7.2f} | "
-                        f"{tm / om:>5.1f} | {sql_ms:>5.2f} ms | {rss_mb(ours.pid):>4.1f} MB"
+                        f"{tm / om:>5.1f} | {sql_ms:>5.2f} ms | {statistics.median(inside):>5.2f} ms | "
+                        f"{rss_mb(ours.pid):>4.1f} MB"
                     )
             print(f"postgres_exporter RSS at the end: {rss_mb(theirs.pid):.1f} MB")
         finally:

@@ -184,9 +184,9 @@ class Database:
                     fresh = True
                 assert self.features is not None
                 try:
-                    row = await asyncio.wait_for(
-                        self._conn.fetchrow(sql_for(self.features)),
-                        self.query_timeout + 0.5,
+                    # asyncpg's own timeout (a timer, not an extra task as wait_for makes)
+                    row = await self._conn.fetchrow(
+                        sql_for(self.features), timeout=self.query_timeout + 0.5
                     )
                     return row, self.features
                 except (asyncio.TimeoutError, TimeoutError) as exc:

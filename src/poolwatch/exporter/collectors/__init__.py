@@ -77,16 +77,27 @@ def make_sql_builder(stale_threshold: float) -> Callable[[Features], str]:
 def collect_all(row: Mapping[str, Any], top_n: int) -> list[Metric]:
     """Every collector's metric families for one result row, labels folded to ``top_n``."""
     data = {key: json.loads(v) if isinstance(v, str) else v for key, v in row.items()}
-    data[sessions.GROUPS_KEY] = sessions.all_groups(data)
-    groups = sessions.session_groups(data)
+    raw = sessions.all_groups(data)
+    clients = [g for g in raw if g.client]
     fold = LabelFolder.from_counts(
         {
-            "datname": [(g.datname, g.sessions) for g in groups],
-            "usename": [(g.usename, g.sessions) for g in groups],
-            "application_name": [(g.application_name, g.sessions) for g in groups],
+            "datname": [(g.datname, g.sessions) for g in clients],
+            "usename": [(g.usename, g.sessions) for g in clients],
+            "application_name": [(g.application_name, g.sessions) for g in clients],
         },
         top_n,
     )
+    # Fold each client group's names once; the collectors read them as they are.
+    data[sessions.GROUPS_KEY] = [
+        g._replace(
+            datname=fold("datname", g.datname),
+            usename=fold("usename", g.usename),
+            application_name=fold("application_name", g.application_name),
+        )
+        if g.client
+        else g
+        for g in raw
+    ]
     families: list[Metric] = []
     for module in COLLECTORS.values():
         collect: Callable[[Mapping[str, Any], LabelFolder], Iterator[Metric]] = module.collect

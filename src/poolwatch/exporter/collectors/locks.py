@@ -61,7 +61,7 @@ def collect(row: Mapping[str, Any], fold: LabelFolder) -> Iterator[Metric]:
     waiting: dict[tuple[str, ...], float] = {}
     blocked: dict[tuple[str, ...], float] = {}
     for g in session_groups(row):
-        key = (fold("datname", g.datname),)
+        key = (g.datname,)  # already folded
         if g.lock_waits:
             add_sum(waiting, key, g.lock_waits)
         if g.blocked:

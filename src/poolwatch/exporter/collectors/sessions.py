@@ -9,8 +9,7 @@ rather than silently dropped.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from prometheus_client.core import Metric
 
@@ -60,9 +59,12 @@ def _age(value: Any) -> float | None:
     return None if value is None else max(0.0, float(value))
 
 
-@dataclass(frozen=True)
-class Group:
-    """Backends sharing database, role, application_name, state and backend type."""
+class Group(NamedTuple):
+    """Backends sharing database, role, application_name, state and backend type.
+
+    Once :func:`~poolwatch.exporter.collectors.collect_all` has built the label folder,
+    the cached groups carry folded names (a value beyond the top N reads ``other``).
+    """
 
     datname: str
     usename: str
@@ -116,12 +118,7 @@ def collect(row: Mapping[str, Any], fold: LabelFolder) -> Iterator[Metric]:
     """pg_sessions, pg_backends and the visibility metrics."""
     sessions: dict[tuple[str, ...], float] = {}
     for g in session_groups(row):
-        key = (
-            fold("datname", g.datname),
-            fold("usename", g.usename),
-            fold("application_name", g.application_name),
-            UNKNOWN_STATE if g.state is None else g.state,
-        )
+        key = (g.datname, g.usename, g.application_name, g.state or UNKNOWN_STATE)
         add_sum(sessions, key, g.sessions)
     yield family(PG_SESSIONS, sessions)
     backends: dict[tuple[str, ...], float] = {}

@@ -48,9 +48,9 @@ def collect(row: Mapping[str, Any], fold: LabelFolder) -> Iterator[Metric]:
     tx_age: dict[tuple[str, ...], float] = {}
     query_age: dict[tuple[str, ...], float] = {}
     for g in session_groups(row):
-        datname = fold("datname", g.datname)
+        datname = g.datname  # already folded
         if g.state in IDLE_IN_TRANSACTION:
-            key = (datname, fold("application_name", g.application_name))
+            key = (datname, g.application_name)
             add_sum(count, key, g.sessions)
             add_max(idle, key, g.max_state_age)
             add_max(age, key, g.max_xact_age)
