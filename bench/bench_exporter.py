@@ -223,9 +223,10 @@ async def main() -> None:
                     om, op90 = quantiles(ours_t)
                     tm, tp90 = quantiles(theirs_t)
                     sql_ms = await server_time_ms(dsn, 11)
+                    inside_ms = statistics.median(inside)
                     print(
                         f"{size:>8} | {om:>8.2f} ms {op90:>7.2f} | {tm:>10.2f} ms {tp90:>7.2f} | "
-                        f"{tm / om:>5.1f} | {sql_ms:>5.2f} ms | {statistics.median(inside):>5.2f} ms | "
+                        f"{tm / om:>5.1f} | {sql_ms:>5.2f} ms | {inside_ms:>5.2f} ms | "
                         f"{rss_mb(ours.pid):>4.1f} MB"
                     )
             print(f"postgres_exporter RSS at the end: {rss_mb(theirs.pid):.1f} MB")
