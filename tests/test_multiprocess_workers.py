@@ -117,7 +117,7 @@ class Server:
     def totals(self) -> dict[str, float]:
         """Every sqlalchemy_pool_* sample of pool "app", summed over the remaining labels."""
         out: dict[str, float] = {}
-        for family in text_string_to_metric_families(self.get("/metrics/")):
+        for family in text_string_to_metric_families(self.get("/metrics")):
             for sample in family.samples:
                 if sample.labels.get("pool") == "app" and sample.name.startswith("sqlalchemy_pool"):
                     if sample.name.endswith("_bucket") or "reason" in sample.labels:

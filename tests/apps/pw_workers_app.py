@@ -35,7 +35,7 @@ def _name_connection(dialect: Any, conn_rec: Any, cargs: Any, cparams: dict[str,
 poolwatch.instrument(engine, name="app")
 
 app = FastAPI()
-app.mount("/metrics", poolwatch.metrics_app())
+app.add_route("/metrics", poolwatch.metrics_app())
 HELD: list[AsyncConnection] = []
 
 
