@@ -343,3 +343,27 @@ async def test_nullpool_reports_what_applies(pg: PgTarget, otel: Otel) -> None:
         assert otel.point("db.client.connection.create_time", "nullpool").count == 1
     finally:
         await engine.dispose()
+
+
+async def test_two_engines_share_one_meter_provider(pg: PgTarget, otel: Otel) -> None:
+    # Instruments are created once per MeterProvider (the SDK keeps the first callback of a
+    # duplicate observable instrument); each pool is a separate pool.name series.
+    engines = [create_async_engine(pg.url(), pool_size=n) for n in (2, 3)]
+    for name, engine in zip(("first", "second"), engines, strict=True):
+        poolwatch.instrument(engine, name=name, meter_provider=otel.provider, prometheus=False)
+    try:
+        held = await hold(engines[1], 2)
+        otel.collect()
+        used = {"db.client.connection.state": "used"}
+        assert otel.value("db.client.connection.count", "first", **used) == 0
+        assert otel.value("db.client.connection.count", "second", **used) == 2
+        assert otel.value("db.client.connection.idle.max", "first") == 2
+        assert otel.value("db.client.connection.idle.max", "second") == 3
+        for conn in held:
+            await conn.close()
+        otel.collect()
+        assert otel.point("db.client.connection.use_time", "second").count == 2
+        assert otel.point("db.client.connection.use_time", "first") is None
+    finally:
+        for engine in engines:
+            await engine.dispose()

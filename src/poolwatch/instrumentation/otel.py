@@ -75,7 +75,8 @@ class _Instruments:
 
     def __init__(self, meter_provider: MeterProvider) -> None:
         meter = meter_provider.get_meter("poolwatch", __version__, schema_url=SCHEMA_URL)
-        self.sinks: weakref.WeakSet[OtelSink] = weakref.WeakSet()
+        self._sinks: weakref.WeakSet[OtelSink] = weakref.WeakSet()
+        self._lock = threading.Lock()
         conn, req = "{connection}", "{request}"
         meter.create_observable_up_down_counter(
             COUNT,
@@ -140,8 +141,20 @@ class _Instruments:
             ),
         }
 
+    def add(self, sink: OtelSink) -> None:
+        """Report ``sink``'s pool from the next collection on."""
+        with self._lock:
+            self._sinks.add(sink)
+
+    def discard(self, sink: OtelSink) -> None:
+        """Stop reporting ``sink``'s pool."""
+        with self._lock:
+            self._sinks.discard(sink)
+
     def _live(self) -> list[OtelSink]:
-        return [s for s in list(self.sinks) if not s.closed and s.tracker.engine is not None]
+        with self._lock:
+            sinks = list(self._sinks)
+        return [s for s in sinks if not s.closed and s.tracker.engine is not None]
 
     def _count(self, options: CallbackOptions) -> Iterable[Observation]:
         # The SDK runs every observable callback before it aggregates synchronous
@@ -232,7 +245,7 @@ class OtelSink:
         self._pending: deque[tuple[str, float, Any]] = deque(maxlen=MAX_PENDING)
         self._instruments = _instruments_for(meter_provider)
         self._histograms = self._instruments.histograms
-        self._instruments.sinks.add(self)
+        self._instruments.add(self)
         tracker.observers.append(self.observe)
         flusher.add(self)
         forking.watch_sink(self)
@@ -269,7 +282,7 @@ class OtelSink:
         forking.unwatch(self)
         self.flush()
         self.closed = True
-        self._instruments.sinks.discard(self)
+        self._instruments.discard(self)
 
     def after_fork_in_child(self) -> None:
         """Observations buffered before fork belong to the parent."""
