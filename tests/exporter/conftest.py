@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -247,7 +247,3 @@ def spawn() -> Iterator[Callable[..., Subprocess]]:
     yield start
     for sub in started:
         sub.stop()
-
-
-def query_string(params: dict[str, str]) -> str:
-    return urlencode(params)
