@@ -8,11 +8,20 @@ Two lines at start-up::
 and Prometheus sees checked-out / idle / overflow / waiting gauges, checkout-wait, hold and
 connect-time histograms, timeouts, invalidations and leaks for that pool. Serve them with
 ``app.add_route("/metrics", poolwatch.metrics_app())``.
+
+The names are imported on first use, so ``poolwatch-exporter`` (which lives in this package
+too) never loads SQLAlchemy.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from poolwatch._version import __version__
-from poolwatch.asgi import RouteMiddleware, metrics_app
-from poolwatch.instrumentation.api import PoolInstrumentation, instrument, uninstrument
+
+if TYPE_CHECKING:
+    from poolwatch.asgi import RouteMiddleware, metrics_app
+    from poolwatch.instrumentation.api import PoolInstrumentation, instrument, uninstrument
 
 __all__ = [
     "PoolInstrumentation",
@@ -22,3 +31,26 @@ __all__ = [
     "metrics_app",
     "uninstrument",
 ]
+
+_LAZY = {
+    "PoolInstrumentation": "poolwatch.instrumentation.api",
+    "instrument": "poolwatch.instrumentation.api",
+    "uninstrument": "poolwatch.instrumentation.api",
+    "RouteMiddleware": "poolwatch.asgi",
+    "metrics_app": "poolwatch.asgi",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'poolwatch' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

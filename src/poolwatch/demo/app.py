@@ -91,7 +91,8 @@ def create_app(url: str, leak_threshold: float = 1.0) -> FastAPI:
 
     app = FastAPI(title="poolwatch demo shop", lifespan=lifespan)
     app.add_middleware(poolwatch.RouteMiddleware)
-    app.add_route("/metrics", poolwatch.metrics_app(registry))
+    # Starlette serves any ASGI app as a route; its type hints only name request handlers.
+    app.add_route("/metrics", poolwatch.metrics_app(registry))  # type: ignore[arg-type]
 
     @app.exception_handler(sqlalchemy.exc.TimeoutError)
     async def pool_timeout(_request: Request, exc: sqlalchemy.exc.TimeoutError) -> JSONResponse:

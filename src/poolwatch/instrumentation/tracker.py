@@ -161,12 +161,15 @@ class PoolTracker:
         with self.stats.lock:
             self.stats.waiting += 1
 
-    def wait_ended(self, timed_out: bool) -> None:
+    def wait_ended(self) -> None:
         """The waiting caller got a connection, timed out, or was cancelled."""
         with self.stats.lock:
             self.stats.waiting -= 1
-            if timed_out:
-                self.stats.timeouts += 1
+
+    def timed_out(self) -> None:
+        """A checkout raised ``sqlalchemy.exc.TimeoutError`` after ``pool_timeout``."""
+        with self.stats.lock:
+            self.stats.timeouts += 1
 
     def wrap_creator(self, creator: Callable[[Any], Any]) -> Callable[[Any], Any]:
         """Wrap a pool's ``_invoke_creator`` to time new DBAPI connections."""
