@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import re
 import sys
 import warnings
 
@@ -216,20 +217,23 @@ async def test_disconnect_during_use_is_counted(pg: PgTarget, registry: Collecto
         await engine.dispose()
 
 
-async def test_leak_counted_once_and_logged_with_callsite(
+async def test_leak_counted_once_and_logged_with_holder(
     pg: PgTarget, registry: CollectorRegistry, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # Default mode: the checkout only remembers its asyncio task; the report walks that
+    # task's stack and names the application line it is at while holding the connection.
     engine = create_async_engine(pg.url(), pool_size=2)
     poolwatch.instrument(engine, name="leaky", registry=registry, leak_threshold=0.2)
     caplog.set_level(logging.WARNING, logger="poolwatch")
+    first_line = sys._getframe().f_lineno
     try:
-        leaked = await engine.connect()  # the line the report must name
-        checkout_line = sys._getframe().f_lineno - 1
+        leaked = await engine.connect()
         await leaked.execute(sa.text("select 1"))
         for _ in range(200):
             if value(registry, "sqlalchemy_pool_leaks_total", "leaky") == 1:
                 break
             await asyncio.sleep(0.02)
+        last_line = sys._getframe().f_lineno
         assert value(registry, "sqlalchemy_pool_leaks_total", "leaky") == 1
         oldest = value(registry, "sqlalchemy_pool_oldest_checkout_seconds", "leaky")
         assert oldest is not None and oldest > 0.2
@@ -239,9 +243,37 @@ async def test_leak_counted_once_and_logged_with_callsite(
         assert value(registry, "sqlalchemy_pool_oldest_checkout_seconds", "leaky") == 0
         reports = [r.getMessage() for r in caplog.records if "leak threshold" in r.getMessage()]
         assert len(reports) == 1
-        # the report names this file, the line of `await engine.connect()` and this function
-        assert f"{__file__}:{checkout_line} in " in reports[0], reports[0]
-        assert "test_leak_counted_once_and_logged_with_callsite" in reports[0]
+        match = re.search(r"held by task '[^']+', now at (.+):(\d+) in (\w+)", reports[0])
+        assert match, reports[0]
+        assert match.group(1) == __file__
+        assert first_line < int(match.group(2)) < last_line
+        assert match.group(3) == "test_leak_counted_once_and_logged_with_holder"
+    finally:
+        await engine.dispose()
+
+
+async def test_leak_exact_checkout_callsite(
+    pg: PgTarget, registry: CollectorRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    # leak_callsite="checkout": the report names the very line that checked it out, even
+    # from inside SQLAlchemy's greenlet (sys._getframe() there stops at greenlet_spawn).
+    engine = create_async_engine(pg.url(), pool_size=2)
+    poolwatch.instrument(
+        engine, name="exact", registry=registry, leak_threshold=0.2, leak_callsite="checkout"
+    )
+    caplog.set_level(logging.WARNING, logger="poolwatch")
+    try:
+        leaked = await engine.connect()  # the line the report must name
+        checkout_line = sys._getframe().f_lineno - 1
+        for _ in range(200):
+            if value(registry, "sqlalchemy_pool_leaks_total", "exact") == 1:
+                break
+            await asyncio.sleep(0.02)
+        await leaked.close()
+        reports = [r.getMessage() for r in caplog.records if "leak threshold" in r.getMessage()]
+        assert len(reports) == 1
+        assert f"checked out at {__file__}:{checkout_line} in " in reports[0], reports[0]
+        assert "test_leak_exact_checkout_callsite" in reports[0]
     finally:
         await engine.dispose()
 
@@ -478,6 +510,8 @@ def test_rejects_what_is_not_an_engine() -> None:
         poolwatch.instrument("postgresql://nope")
     with pytest.raises(ValueError, match="leak_threshold"):
         poolwatch.instrument(sa.create_engine("sqlite://"), leak_threshold=0)
+    with pytest.raises(ValueError, match="leak_callsite"):
+        poolwatch.instrument(sa.create_engine("sqlite://"), leak_callsite="stack")
 
 
 async def test_engine_sharing_the_pool_is_not_instrumented_twice(

@@ -102,6 +102,7 @@ def instrument(
     name: str | None = None,
     registry: CollectorRegistry | None = None,
     leak_threshold: float | None = None,
+    leak_callsite: str = "holder",
     multiprocess: bool | None = None,
     meter_provider: Any = None,
     prometheus: bool = True,
@@ -116,8 +117,13 @@ def instrument(
         registry: the prometheus_client registry to export to (default: the global one).
         leak_threshold: seconds; a connection held longer is counted once in
             ``sqlalchemy_pool_leaks_total`` and logged (WARNING, logger ``poolwatch``) with
-            the file:line and function that checked it out, and the route when
-            :class:`poolwatch.asgi.RouteMiddleware` is installed.
+            the code that holds it, and the route when :class:`poolwatch.RouteMiddleware`
+            is installed.
+        leak_callsite: what a leak report names. ``"holder"`` (default, ~free): the
+            asyncio task or thread that checked the connection out and the file:line it
+            is at when the leak is reported (or that it finished without returning it).
+            ``"checkout"``: the exact file:line and function of every checkout, captured
+            when it happens (walks the stack: ~8 us per checkout under an AsyncEngine).
         multiprocess: write the metrics into prometheus_client's multiprocess files so
             that a scrape of any worker reports every worker (docs/multiprocess.md).
             Default: on when ``PROMETHEUS_MULTIPROC_DIR`` is set.
@@ -138,6 +144,8 @@ def instrument(
     sync_engine = _sync_engine(engine)
     if leak_threshold is not None and leak_threshold <= 0:
         raise ValueError("leak_threshold must be a positive number of seconds (or None)")
+    if leak_callsite not in ("holder", "checkout"):
+        raise ValueError('leak_callsite must be "holder" or "checkout"')
     registry = REGISTRY if registry is None else registry
     if not prometheus and meter_provider is None:
         raise ValueError("prometheus=False needs a meter_provider (nothing would be exported)")
@@ -171,7 +179,12 @@ def instrument(
                 f"{label}#{suffix}",
             )
             label = f"{label}#{suffix}"
-        tracker = PoolTracker(sync_engine, PoolStats(label), leak_threshold=leak_threshold)
+        tracker = PoolTracker(
+            sync_engine,
+            PoolStats(label),
+            leak_threshold=leak_threshold,
+            exact_callsites=leak_callsite == "checkout",
+        )
         sinks: list[Any] = []
         if multiprocess:
             writer = mp.MultiprocessWriter(tracker)

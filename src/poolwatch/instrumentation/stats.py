@@ -108,8 +108,8 @@ class PoolStats:
     # ConnectionPoolEntry -> time.perf_counter() when it was handed out, for every
     # connection lent out now.
     active: dict[Any, float] = field(default_factory=dict)
-    # With leak detection: where each of those was checked out (a callsite.Callsite) and
-    # the route; and the ones already reported as leaks.
+    # With leak detection: who holds each of those (asyncio task / thread, or the exact
+    # checkout callsite) and the route; and the ones already reported as leaks.
     sites: dict[Any, tuple[Any, str | None]] = field(default_factory=dict)
     leaked: set[Any] = field(default_factory=set)
 

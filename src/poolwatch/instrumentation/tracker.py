@@ -16,7 +16,7 @@ from collections.abc import Callable
 from time import perf_counter, time
 from typing import TYPE_CHECKING, Any
 
-from poolwatch.instrumentation.callsite import Callsite, capture_callsite, format_callsite
+from poolwatch.instrumentation.callsite import capture_callsite, capture_holder, describe_holder
 from poolwatch.instrumentation.context import current_route
 from poolwatch.instrumentation.exemplars import trace_labels
 from poolwatch.instrumentation.stats import PoolStats
@@ -38,11 +38,13 @@ class PoolTracker:
         stats: PoolStats,
         *,
         leak_threshold: float | None,
+        exact_callsites: bool = False,
     ) -> None:
         self._engine_ref: weakref.ref[Engine] = weakref.ref(engine)
         self.stats = stats
         self.leak_threshold = leak_threshold
         self.capture_sites = leak_threshold is not None
+        self._capture = capture_callsite if exact_callsites else capture_holder
         # An asyncio engine's pool is only touched from its event loop's thread, so the
         # hot path skips the lock there (an uncontended lock round trip costs ~0.3-0.5 us,
         # a measurable share of a ~90 us checkout). Sync pools, and Python builds without
@@ -100,7 +102,7 @@ class PoolTracker:
                     hist.exemplars[index] = (exemplar, waited, time())
                 stats.active[record] = now
                 if self.capture_sites:
-                    stats.sites[record] = (capture_callsite(), current_route())
+                    stats.sites[record] = (self._capture(), current_route())
             finally:
                 if self.threaded:
                     stats.lock.release()
@@ -218,7 +220,7 @@ class PoolTracker:
             self.checked_in(record)
             logger.warning(
                 "poolwatch: a connection of pool %r left the pool without being returned "
-                "(garbage collected or detached); it was checked out at %s",
+                "(garbage collected or detached); %s",
                 self.name,
                 _describe(site),
             )
@@ -243,7 +245,7 @@ class PoolTracker:
 
     def report_leak(
         self,
-        site: tuple[Callsite | None, str | None] | None,
+        site: tuple[object, str | None] | None,
         held: float,
         *,
         returned: bool,
@@ -252,8 +254,7 @@ class PoolTracker:
         with self.stats.lock:
             self.stats.leaks += 1
         logger.warning(
-            "poolwatch: connection of pool %r %s %.1fs, longer than the leak threshold "
-            "(%gs); checked out at %s",
+            "poolwatch: connection of pool %r %s %.1fs, longer than the leak threshold (%gs); %s",
             self.name,
             "was held for" if returned else "has been held for",
             held,
@@ -275,10 +276,10 @@ class PoolTracker:
             logger.debug("poolwatch: internal error (pool %r)", self.name, exc_info=True)
 
 
-def _describe(site: tuple[Callsite | None, str | None] | None) -> str:
+def _describe(site: tuple[object, str | None] | None) -> str:
     if site is None:
-        return format_callsite(None)
-    where = format_callsite(site[0])
+        return "unknown location"
+    where = describe_holder(site[0])
     return f"{where} (route {site[1]})" if site[1] else where
 
 
