@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("poolwatch")
 _modules = sys.modules
+EXEMPLAR_MIN_SECONDS = 0.001
 
 
 class PoolTracker:
@@ -88,8 +89,13 @@ class PoolTracker:
             waited = now - started
             if self.fork_check is not None:
                 self.fork_check(self)
-            # Exemplars exist only where OpenTelemetry tracing is imported at all.
-            exemplar = trace_labels() if "opentelemetry.trace" in _modules else None
+            # Exemplars link *slow* checkouts to their traces; a sub-millisecond checkout
+            # is not worth a context lookup (~1 us), nor is any without OpenTelemetry.
+            exemplar = (
+                trace_labels()
+                if waited >= EXEMPLAR_MIN_SECONDS and "opentelemetry.trace" in _modules
+                else None
+            )
             if self.threaded:
                 stats.lock.acquire()
             try:
@@ -160,12 +166,18 @@ class PoolTracker:
 
     def wait_started(self) -> None:
         """A caller found the pool at capacity and is about to wait."""
-        with self.stats.lock:
+        if self.threaded:
+            with self.stats.lock:
+                self.stats.waiting += 1
+        else:
             self.stats.waiting += 1
 
     def wait_ended(self) -> None:
         """The waiting caller got a connection, timed out, or was cancelled."""
-        with self.stats.lock:
+        if self.threaded:
+            with self.stats.lock:
+                self.stats.waiting -= 1
+        else:
             self.stats.waiting -= 1
 
     def timed_out(self) -> None:
