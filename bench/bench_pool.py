@@ -14,9 +14,10 @@ sequentially and from 50 concurrent tasks; and a FastAPI endpoint doing ``SELECT
 (in-process ASGI transport) with and without poolwatch.
 
     .venv/bin/python bench/bench_pool.py            # embedded PostgreSQL
-    .venv/bin/python bench/bench_pool.py --dsn postgresql://...  --rounds 9
+    .venv/bin/python bench/bench_pool.py --dsn postgresql://...  --rounds 60
 
-Prints microseconds per operation (median over rounds) and the ratio to ``bare``.
+Prints microseconds per operation (median over rounds) and the ratio to ``bare``: the
+median over rounds of (variant time / bare time in that same round), with its quartiles.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import statistics
 import sys
 import time
@@ -180,12 +182,16 @@ async def run(url: str, rounds: int, ops: int, variants: list[str]) -> dict[str,
     results: dict[str, dict[str, list[float]]] = {
         w: {v: [] for v in variants} for w in ("sequential", "concurrent-50")
     }
-    for r in range(rounds):
-        order = variants[r % len(variants) :] + variants[: r % len(variants)]
-        for name in order:
-            results["sequential"][name].append(await sequential(engines[name], ops))
-            results["concurrent-50"][name].append(await concurrent(engines[name], ops))
-            flusher.flush_now()  # leftovers of pw+otel's buffer: not in the next variant's time
+    shuffle = random.Random(20261121)
+    for _ in range(rounds):
+        # Each workload's variants run back to back in a fresh random order, so a slow
+        # moment of the machine hits one round of every variant, not one variant.
+        for workload, measure in (("sequential", sequential), ("concurrent-50", concurrent)):
+            order = list(variants)
+            shuffle.shuffle(order)
+            for name in order:
+                results[workload][name].append(await measure(engines[name], ops))
+                flusher.flush_now()  # pw+otel's buffer: not in the next variant's time
     for engine in engines.values():
         await engine.dispose()
 
@@ -204,25 +210,35 @@ async def run(url: str, rounds: int, ops: int, variants: list[str]) -> dict[str,
 def report(data: dict[str, Any], variants: list[str]) -> None:
     print(f"python {sys.version.split()[0]}, sqlalchemy {sa.__version__}, pid {os.getpid()}")
     for workload, per_variant in data["pool"].items():
-        base = statistics.median(per_variant["bare"])
-        print(f"\n{workload}: async with engine.connect(): pass  (median of rounds)")
-        print(f"  {'variant':<10} {'us/op':>8} {'ratio':>7}")
+        bare = per_variant["bare"]
+        rounds = len(bare)
+        print(f"\n{workload}: async with engine.connect(): pass  ({rounds} rounds)")
+        print(f"  {'variant':<10} {'us/op':>8} {'ratio':>7}   ratio p25-p75")
         for name in variants:
-            med = statistics.median(per_variant[name])
-            print(f"  {name:<10} {med * 1e6:8.1f} {med / base:7.3f}")
-    bare = statistics.median(data["endpoint"][False])
-    inst = statistics.median(data["endpoint"][True])
+            times = per_variant[name]
+            ratios = sorted(t / b for t, b in zip(times, bare, strict=True))
+            q1, q3 = ratios[len(ratios) // 4], ratios[(3 * len(ratios)) // 4]
+            print(
+                f"  {name:<10} {statistics.median(times) * 1e6:8.1f} "
+                f"{statistics.median(ratios):7.3f}   {q1:.3f}-{q3:.3f}"
+            )
+    bare_t, inst_t = data["endpoint"][False], data["endpoint"][True]
+    paired = sorted(b / i for b, i in zip(bare_t, inst_t, strict=True))
     print("\nFastAPI GET /one (SELECT 1), 20 concurrent clients, in-process ASGI")
     print(f"  {'variant':<10} {'req/s':>8} {'ratio':>7}")
-    print(f"  {'bare':<10} {1 / bare:8.0f} {1.0:7.3f}")
-    print(f"  {'poolwatch':<10} {1 / inst:8.0f} {bare / inst:7.3f}  (throughput ratio)")
+    print(f"  {'bare':<10} {1 / statistics.median(bare_t):8.0f} {1.0:7.3f}")
+    print(
+        f"  {'poolwatch':<10} {1 / statistics.median(inst_t):8.0f} "
+        f"{statistics.median(paired):7.3f}  (throughput ratio)"
+    )
+    print("\nratio = median over rounds of (variant time / bare time in the same round)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dsn", help="libpq URL of a PostgreSQL to use (default: embedded)")
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--ops", type=int, default=2000, help="operations per round and variant")
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--ops", type=int, default=500, help="operations per round and variant")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     args = parser.parse_args()
     variants = [v for v in args.variants.split(",") if v]
