@@ -6,6 +6,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,3 +58,21 @@ class PgTarget:
         if self.local is None:
             pytest.skip("needs the embedded server (POOLWATCH_TEST_DSN points elsewhere)")
         return self.local
+
+
+def pool_sample(registry: Any, name: str, pool: str, **labels: str) -> float | None:
+    """One sample of a poolwatch metric for ``pool`` from a prometheus_client registry."""
+    value: float | None = registry.get_sample_value(name, {"pool": pool, **labels})
+    return value
+
+
+async def hold_connections(engine: Any, n: int) -> list[Any]:
+    """Check out ``n`` connections of an AsyncEngine and use each once; caller closes them."""
+    import sqlalchemy as sa
+
+    conns = []
+    for _ in range(n):
+        conn = await engine.connect()
+        await conn.execute(sa.text("select 1"))
+        conns.append(conn)
+    return conns

@@ -16,17 +16,15 @@ import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 from sqlalchemy import event
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool, StaticPool
 
 import poolwatch
 from support import PgTarget
+from support import hold_connections as hold
+from support import pool_sample as value
 
 pytestmark = pytest.mark.instrumentation
-
-
-def value(registry: CollectorRegistry, name: str, pool: str, **labels: str) -> float | None:
-    return registry.get_sample_value(name, {"pool": pool, **labels})
 
 
 def assert_gauges_match_pool(registry: CollectorRegistry, engine: AsyncEngine, pool: str) -> None:
@@ -34,15 +32,6 @@ def assert_gauges_match_pool(registry: CollectorRegistry, engine: AsyncEngine, p
     assert value(registry, "sqlalchemy_pool_checked_out", pool) == p.checkedout()  # type: ignore[attr-defined]
     assert value(registry, "sqlalchemy_pool_idle", pool) == p.checkedin()  # type: ignore[attr-defined]
     assert value(registry, "sqlalchemy_pool_overflow", pool) == max(0, p.overflow())  # type: ignore[attr-defined]
-
-
-async def hold(engine: AsyncEngine, n: int) -> list[AsyncConnection]:
-    conns = []
-    for _ in range(n):
-        conn = await engine.connect()
-        await conn.execute(sa.text("select 1"))
-        conns.append(conn)
-    return conns
 
 
 async def terminate_backend(pg: PgTarget, pid: int) -> None:

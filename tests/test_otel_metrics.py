@@ -23,11 +23,13 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import create_async_engine
 
 import poolwatch
 from poolwatch.metric_names import DURATION_BUCKETS
 from support import PgTarget
+from support import hold_connections as hold
+from support import pool_sample as prom
 
 pytestmark = pytest.mark.instrumentation
 
@@ -67,19 +69,6 @@ def otel() -> Iterator[Otel]:
     o = Otel()
     yield o
     o.provider.shutdown()
-
-
-def prom(registry: CollectorRegistry, name: str, pool: str, **labels: str) -> float | None:
-    return registry.get_sample_value(name, {"pool": pool, **labels})
-
-
-async def hold(engine: AsyncEngine, n: int) -> list[AsyncConnection]:
-    conns = []
-    for _ in range(n):
-        conn = await engine.connect()
-        await conn.execute(sa.text("select 1"))
-        conns.append(conn)
-    return conns
 
 
 def assert_histogram_equal(
