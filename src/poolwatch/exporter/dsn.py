@@ -15,9 +15,12 @@ from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 SCHEMES = ("postgresql", "postgres")
-_URL_PASSWORD = re.compile(r"(?P<scheme>postgres(?:ql)?://)(?P<user>[^:@/?#\s]*):[^@\s]*@")
-_QUERY_PASSWORD = re.compile(r"(?P<key>[?&]password=)[^&\s]*", re.IGNORECASE)
-_KV_PASSWORD = re.compile(r"(?P<key>\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+# Any scheme: users paste SQLAlchemy URLs (postgresql+asyncpg://) and worse.
+_URL_PASSWORD = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:@/?#\s]*):[^@\s]*@")
+_QUERY_PASSWORD = re.compile(r"(?P<key>[?&](?:ssl)?password=)[^&\s]*", re.IGNORECASE)
+_KV_PASSWORD = re.compile(
+    r"(?P<key>\b(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE
+)
 
 
 class DsnError(ValueError):
@@ -63,7 +66,7 @@ def parse_dsn(url: str) -> Dsn:
     if parts.password:
         secrets += [parts.password, unquote(parts.password)]
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key.lower() == "password" and value:
+        if key.lower() in ("password", "sslpassword") and value:
             secrets.append(value)
     return Dsn(url=url, secrets=tuple(sorted({s for s in secrets if s}, key=len, reverse=True)))
 
