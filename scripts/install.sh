@@ -7,6 +7,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEBIAN_PACKAGES=(prometheus prometheus-alertmanager pgbouncer prometheus-postgres-exporter postgresql)
+PYTHON=${PYTHON:-python3}
+if ! command -v "$PYTHON" >/dev/null; then
+  DEBIAN_PACKAGES+=(python3 python3-venv)
+elif ! "$PYTHON" -c "import ensurepip, venv" 2>/dev/null; then
+  # Debian's python3 ships venv's pip bootstrap separately
+  DEBIAN_PACKAGES+=(python3-venv)
+fi
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -22,7 +29,6 @@ if ((${#missing[@]})); then
   fi
 fi
 
-PYTHON=${PYTHON:-python3}
 if [[ ! -x .venv/bin/python ]]; then
   "$PYTHON" -m venv .venv
 fi
