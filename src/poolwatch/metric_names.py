@@ -223,8 +223,8 @@ PG_BLOCKED_SESSIONS = MetricSpec(
 PG_BLOCKING_SESSIONS = MetricSpec(
     "pg_blocking_sessions",
     "gauge",
-    "Distinct processes (any backend type) that block at least one client session now, "
-    "by the blocker's database.",
+    "Sessions at the head of a lock-wait chain now: processes (any backend type) that block "
+    "a client session without waiting for a lock themselves, by the blocker's database.",
     ("datname",),
 )
 PG_IDLE_IN_TRANSACTION_SESSIONS = MetricSpec(

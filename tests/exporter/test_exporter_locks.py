@@ -67,3 +67,23 @@ async def test_k_sessions_blocked_on_a_row_lock_held_by_one(
     released = await exp.until(lambda s: s.get("pg_lock_waiting_sessions", **db) is None)
     assert released.get("pg_blocked_sessions", **db) is None
     assert released.get("pg_blocking_sessions", **db) is None
+
+
+async def test_update_waiters_queue_behind_one_head(
+    exporter_factory, sessions: Sessions, database: str
+) -> None:
+    # UPDATE waiters take the tuple lock in turn: pg_blocking_pids() names the first waiter
+    # as a blocker of the ones behind it. Still one transaction holds everyone up.
+    k = 3
+    exp = exporter_factory()
+    holder, *waiters = await sessions.open(k + 1, app="updater")
+    await holder.execute("CREATE TABLE u (id int PRIMARY KEY, v int); INSERT INTO u VALUES (1, 0)")
+    await holder.execute("BEGIN; UPDATE u SET v = v + 1 WHERE id = 1")
+    for conn in waiters:
+        sessions.background(conn.execute("UPDATE u SET v = v + 1 WHERE id = 1"))
+    db = {"datname": database}
+    scrape = await exp.until(lambda s: s.get("pg_lock_waiting_sessions", **db) == k)
+    assert scrape.get("pg_blocked_sessions", **db) == k
+    assert scrape.get("pg_blocking_sessions", **db) == 1
+    await holder.execute("ROLLBACK")
+    await exp.until(lambda s: s.get("pg_lock_waiting_sessions", **db) is None)

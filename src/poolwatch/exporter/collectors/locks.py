@@ -43,7 +43,11 @@ SQL = """
      FROM (SELECT a.datid, count(*) AS n
              FROM (SELECT DISTINCT unnest(blockers) AS pid FROM act
                     WHERE backend_type = 'client backend') x
-             LEFT JOIN act a USING (pid) GROUP BY a.datid) b
+             LEFT JOIN act a USING (pid)
+            -- heads of wait chains only: a waiter queued on a row lock also shows up as a
+            -- "blocker" of the waiters behind it, but it is not what holds them up
+            WHERE a.wait_event_type IS DISTINCT FROM 'Lock'
+            GROUP BY a.datid) b
      LEFT JOIN pg_database d ON d.oid = b.datid) AS blocking"""
 
 
