@@ -109,6 +109,9 @@ class PoolTracker:
                 stats.active[record] = now
                 if self.capture_sites:
                     stats.sites[record] = (self._capture(), current_route())
+                    # a record is reused: a leak flag left by a racing scan must not hide
+                    # this checkout's own leak
+                    stats.leaked.discard(record)
             finally:
                 if self.threaded:
                     stats.lock.release()
@@ -249,7 +252,12 @@ class PoolTracker:
         found = 0
         for record, acquired in list(stats.active.items()):
             held = now - acquired
-            if held > threshold and record not in stats.leaked:
+            if (
+                held > threshold
+                and record not in stats.leaked
+                # still the same checkout (not returned and lent out again meanwhile)
+                and stats.active.get(record) == acquired
+            ):
                 stats.leaked.add(record)
                 found += 1
                 self.report_leak(stats.sites.get(record), held, returned=False)
