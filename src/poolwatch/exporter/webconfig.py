@@ -33,7 +33,6 @@ from .settings import ConfigError
 _CLIENT_AUTH = {
     "NoClientCert": ssl.CERT_NONE,
     "RequestClientCert": ssl.CERT_OPTIONAL,
-    "RequireAnyClientCert": ssl.CERT_OPTIONAL,
     "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
     "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
 }
@@ -127,6 +126,13 @@ def _tls(base: Path, raw: Any) -> TlsConfig | None:
     if "cert_file" not in raw or "key_file" not in raw:
         raise ConfigError("web config: tls_server_config needs both cert_file and key_file")
     auth_type = raw.get("client_auth_type", "NoClientCert")
+    if auth_type == "RequireAnyClientCert":
+        # Python's ssl cannot require a certificate without verifying it; refusing is safer
+        # than silently accepting clients without one.
+        raise ConfigError(
+            "web config: client_auth_type RequireAnyClientCert is not supported; "
+            "use RequireAndVerifyClientCert with client_ca_file"
+        )
     if auth_type not in _CLIENT_AUTH:
         raise ConfigError(f"web config: unknown client_auth_type {auth_type!r}")
     ca = raw.get("client_ca_file")
