@@ -103,7 +103,8 @@ def test_pgbouncer_transaction_mode_advice() -> None:
     assert data["pool_size"] == 150
     assert data["pgbouncer_default_pool_size"] == 190
     assert '"statement_cache_size": 0' in data["snippet"]
-    assert "prepared_statement_cache_size=0" in data["snippet"]
+    assert '"prepared_statement_cache_size": "0"' in data["snippet"]
+    assert "from uuid import uuid4" in data["snippet"]
 
 
 def test_dsn_reads_limits_from_the_server(pg: PgTarget) -> None:

@@ -245,8 +245,13 @@ def engine_snippet(pool_size: int, max_overflow: int, pool_timeout: float, recyc
 def pgbouncer_snippet(pool_size: int, max_overflow: int, pool_timeout: float) -> str:
     """A ready ``create_async_engine(...)`` call for asyncpg behind PgBouncer (transaction)."""
     return (
+        "from uuid import uuid4\n"
+        "from sqlalchemy.engine import make_url\n\n"
+        "# SQLAlchemy's own prepared-statement cache off (a dialect option of the URL)\n"
+        'url = make_url(os.environ["DATABASE_URL"])\n'
+        'url = url.update_query_dict({"prepared_statement_cache_size": "0"})\n'
         "engine = create_async_engine(\n"
-        '    os.environ["DATABASE_URL"] + "?prepared_statement_cache_size=0",\n'
+        "    url,\n"
         f"    pool_size={pool_size},\n"
         f"    max_overflow={max_overflow},\n"
         f"    pool_timeout={pool_timeout:g},\n"
