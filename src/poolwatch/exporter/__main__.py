@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
@@ -39,6 +40,14 @@ async def _run(app: ExporterApp, settings: Settings) -> int:
             await app.database.close()
             hint = " (wrong password or pg_hba.conf?)" if "password" in str(exc).lower() else ""
             return _fail(f"cannot use PostgreSQL at {app.dsn.redacted}: {exc}{hint}", 1)
+    problem = _cannot_listen(settings.listen_host, settings.listen_port)
+    if problem:
+        await app.database.close()
+        return _fail(
+            f"cannot listen on {settings.listen_host or '*'}:{settings.listen_port}: {problem} "
+            "(pick another --web.listen-address)",
+            1,
+        )
     log.info(
         "poolwatch-exporter listening",
         extra={
@@ -58,6 +67,24 @@ async def _run(app: ExporterApp, settings: Settings) -> int:
     finally:
         await app.database.close()
     return 0 if server.started else 1
+
+
+def _cannot_listen(host: str, port: int) -> str | None:
+    """Why binding ``host:port`` fails (address in use, unknown host...), or None."""
+    try:
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
