@@ -90,6 +90,27 @@ def _queue_connect(self: Any) -> Any:
     return fairy
 
 
+def _blocking_do_get(self: Any) -> Any:
+    """``_do_get`` for a thread-shared QueuePool: counts a waiter where it may block.
+
+    Under threads a decision taken earlier, in ``connect``, could race with another thread
+    taking the last idle connection; here it is taken right where the pool itself decides
+    to wait. Sync pools take a lock per event anyway, so the extra frame matters less.
+    """
+    tracker: PoolTracker | None = self._poolwatch
+    original = self._poolwatch_original_class
+    if tracker is None or not (-1 < self._max_overflow <= self._overflow):
+        return original._do_get(self)
+    tracker.wait_started()
+    try:
+        return original._do_get(self)
+    except sa_exc.TimeoutError:
+        tracker.timed_out()
+        raise
+    finally:
+        tracker.wait_ended()
+
+
 _subclasses: dict[type[Pool], type[Pool]] = {}
 
 
@@ -109,7 +130,10 @@ def _instrumented_class(cls: type[Pool]) -> type[Pool]:
             "recreate": _recreate,
         }
         if issubclass(cls, QueuePool):
-            namespace["connect"] = _queue_connect
+            if cls._is_asyncio:
+                namespace["connect"] = _queue_connect  # one event-loop thread: no race
+            else:
+                namespace["_do_get"] = _blocking_do_get
         sub = type(cls.__name__, (cls,), namespace)
         _subclasses[cls] = sub
     return sub
