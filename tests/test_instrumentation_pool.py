@@ -517,3 +517,18 @@ async def test_engine_sharing_the_pool_is_not_instrumented_twice(
     assert value(registry, "sqlalchemy_pool_checkouts_total", "other") is None
     handle.close()
     await engine.dispose()
+
+
+async def test_dropped_engine_takes_its_series_along(
+    pg: PgTarget, registry: CollectorRegistry
+) -> None:
+    engine = create_async_engine(pg.url())
+    handle = poolwatch.instrument(engine, name="dropped", registry=registry)
+    async with engine.connect():
+        pass
+    assert value(registry, "sqlalchemy_pool_checkouts_total", "dropped") == 1
+    await engine.dispose()
+    del engine
+    gc.collect()
+    assert handle.engine is None and handle.closed
+    assert value(registry, "sqlalchemy_pool_checkouts_total", "dropped") is None

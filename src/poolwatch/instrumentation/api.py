@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -23,7 +24,9 @@ from poolwatch.instrumentation.stats import PoolStats
 from poolwatch.instrumentation.tracker import PoolTracker
 
 logger = logging.getLogger("poolwatch")
-_lock = threading.Lock()
+# Re-entrant: a handle's close() can run from a garbage-collection finalizer triggered
+# while this thread is inside instrument().
+_lock = threading.RLock()
 
 
 class PoolInstrumentation:
@@ -32,6 +35,9 @@ class PoolInstrumentation:
     Attributes:
         name: the ``pool`` label value of this pool's series.
         tracker: the live bookkeeping (for tests and advanced use).
+
+    The handle does not keep the engine alive: when the application drops the engine, its
+    series disappear as if :meth:`close` had been called.
     """
 
     def __init__(
@@ -42,13 +48,19 @@ class PoolInstrumentation:
         collector: PoolCollector | None,
         sinks: list[Any] | None = None,
     ) -> None:
-        self.engine = engine
+        self._engine_ref: weakref.ref[Engine] = weakref.ref(engine)
+        self._engine_id = id(engine)
         self.tracker = tracker
         self.name = tracker.name
         self._registry = registry
         self._collector = collector
         # Extra exporters (multiprocess writer, OpenTelemetry sink): each has close().
         self._sinks: list[Any] = sinks or []
+
+    @property
+    def engine(self) -> Engine | None:
+        """The instrumented (sync) engine, or None once the application dropped it."""
+        return self._engine_ref()
 
     @property
     def closed(self) -> bool:
@@ -62,8 +74,9 @@ class PoolInstrumentation:
             if tracker.closed:
                 return
             tracker.closed = True
-            pool = self.engine.pool
-            hooks.detach(pool, tracker)
+            engine = self.engine
+            if engine is not None:
+                hooks.detach(engine.pool, tracker)
             reaper.remove(tracker)
             forking.unwatch(tracker)
             for sink in self._sinks:
@@ -76,7 +89,8 @@ class PoolInstrumentation:
             if self._collector is not None:
                 self._collector.remove(tracker)
                 release_collector(self._registry, self._collector)
-            _handles.pop(id(self.engine), None)
+            if _handles.get(self._engine_id) is self:
+                del _handles[self._engine_id]
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "active"
@@ -203,6 +217,7 @@ def instrument(
             reaper.add(tracker)
         handle = PoolInstrumentation(sync_engine, tracker, registry, collector, sinks)
         _handles[id(sync_engine)] = handle
+        weakref.finalize(sync_engine, handle.close)  # engine dropped: its series go too
         return handle
 
 
