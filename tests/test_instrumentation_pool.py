@@ -383,7 +383,8 @@ async def test_uninstrument_removes_everything(pg: PgTarget, registry: Collector
     engine = create_async_engine(pg.url())
     original_class = type(engine.pool)
     handle = poolwatch.instrument(engine, name="gone", registry=registry, leak_threshold=1)
-    listeners = handle.tracker._pool_listeners  # type: ignore[attr-defined]
+    listeners = handle.tracker.pool_listeners
+    assert listeners is not None
     assert type(engine.pool) is not original_class
     async with engine.connect():
         pass

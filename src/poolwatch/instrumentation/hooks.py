@@ -177,7 +177,7 @@ def detach(pool: Pool, tracker: PoolTracker) -> None:
 
 
 def _listeners_for(tracker: PoolTracker) -> dict[str, Any]:
-    cached: dict[str, Any] | None = getattr(tracker, "_pool_listeners", None)
+    cached: dict[str, Any] | None = tracker.pool_listeners
     if cached is not None:
         return cached
 
@@ -200,7 +200,7 @@ def _listeners_for(tracker: PoolTracker) -> dict[str, Any]:
         "soft_invalidate": on_soft_invalidate,
         "detach": on_detach,
     }
-    tracker._pool_listeners = listeners  # type: ignore[attr-defined]
+    tracker.pool_listeners = listeners
     return listeners
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
 import weakref
 from bisect import bisect_left
 from collections.abc import Callable
@@ -59,7 +58,9 @@ class PoolTracker:
         # Set in a forked child whose pool held connections at fork (see forking.py);
         # called once, on the child's first checkout.
         self.fork_check: Callable[[PoolTracker], None] | None = None
-        self._lock = threading.Lock()
+        # The pool event listeners (hooks.py), created once so that every pool this tracker
+        # adopts shares them and detach can remove exactly these.
+        self.pool_listeners: dict[str, Callable[..., None]] | None = None
 
     # --- what the exporters read --------------------------------------------------------
 
