@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import weakref
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -112,8 +111,7 @@ class InheritedPoolCheck:
 
 def reset_tracker_in_child(tracker: PoolTracker, parent_pid: int) -> None:
     """Fresh stats for the child; arm the inherited-connections warning if needed."""
-    tracker.stats = PoolStats(tracker.stats.name)
-    tracker._lock = threading.Lock()
+    tracker.stats = PoolStats(tracker.stats.name)  # with a fresh (unheld) lock
     pool = tracker.pool
     connections = open_connections(pool)
     if pool is not None and connections > 0:

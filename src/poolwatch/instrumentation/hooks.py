@@ -14,6 +14,7 @@ Rare events (invalidation, detach) use ordinary pool event listeners, which
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
@@ -195,7 +196,7 @@ def _listeners_for(tracker: PoolTracker) -> dict[str, Any]:
         if not tracker.closed:
             tracker.detached(record)
 
-    listeners = {
+    listeners: dict[str, Callable[..., None]] = {
         "invalidate": on_invalidate,
         "soft_invalidate": on_soft_invalidate,
         "detach": on_detach,
