@@ -85,7 +85,7 @@ class StatsSnapshot:
     oldest_checkout_age: float
 
 
-@dataclass
+@dataclass(slots=True)
 class PoolStats:
     """Counters, histograms and the live checkout table of one instrumented pool.
 

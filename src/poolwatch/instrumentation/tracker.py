@@ -32,6 +32,21 @@ EXEMPLAR_MIN_SECONDS = 0.001
 class PoolTracker:
     """Bookkeeping for one instrumented engine's pool (and the pools that replace it)."""
 
+    __slots__ = (
+        "__weakref__",
+        "_capture",
+        "_engine_ref",
+        "_error_logged",
+        "capture_sites",
+        "closed",
+        "fork_check",
+        "leak_threshold",
+        "observers",
+        "pool_listeners",
+        "stats",
+        "threaded",
+    )
+
     def __init__(
         self,
         engine: Engine,
