@@ -27,7 +27,7 @@ class EmbeddedPostgresUnavailable(RuntimeError):
 class LocalPostgres:
     """A running embedded PostgreSQL server.
 
-    ``dsn`` is a libpq URL for the ``postgres`` superuser over the server's Unix socket,
+    ``dsn()`` is a libpq URL for the ``postgres`` superuser over the server's Unix socket,
     e.g. ``postgresql://postgres@/postgres?host=/tmp/pw-x/pg``.
     """
 
