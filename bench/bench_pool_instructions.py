@@ -72,8 +72,10 @@ def count(script: Path, variant: str, n: int, tasks: int, url: str, out: Path) -
         ],
         capture_output=True,
         text=True,
-        check=True,
+        check=False,
     )
+    if result.returncode != 0:
+        raise RuntimeError(f"{variant} x{n} failed under valgrind: {result.stderr[-800:]}")
     match = re.search(r"Collected : (\d+)", result.stderr)
     if not match:
         raise RuntimeError(f"no instruction count from valgrind: {result.stderr[-300:]}")
