@@ -38,6 +38,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 import poolwatch
+from _postgres import asyncpg_url
 from poolwatch.instrumentation.flusher import flusher
 
 Setup = Callable[[str], AsyncEngine]
@@ -244,20 +245,8 @@ def main() -> None:
     variants = [v for v in args.variants.split(",") if v]
     if "bare" not in variants:
         variants.insert(0, "bare")
-    local = None
-    if args.dsn:
-        dsn = args.dsn
-    else:
-        from poolwatch.embedded import start_local_postgres
-
-        local = start_local_postgres()
-        dsn = local.dsn()
-    url = dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
-    try:
+    with asyncpg_url(args.dsn) as url:
         data = asyncio.run(run(url, args.rounds, args.ops, variants))
-    finally:
-        if local is not None:
-            local.stop()
     report(data, variants)
 
 

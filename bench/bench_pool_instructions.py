@@ -25,6 +25,8 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from _postgres import asyncpg_url
+
 CHILD = r"""
 import asyncio, sys
 from prometheus_client import CollectorRegistry
@@ -95,41 +97,28 @@ def main() -> None:
     variants = [v for v in args.variants.split(",") if v]
     if "bare" not in variants:
         variants.insert(0, "bare")
-    local = None
-    if args.dsn:
-        dsn = args.dsn
-    else:
-        from poolwatch.embedded import start_local_postgres
-
-        local = start_local_postgres()
-        dsn = local.dsn()
-    url = dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            script = Path(tmp) / "child.py"
-            script.write_text(CHILD)
-            jobs = [(v, n) for v in variants for n in (args.small, args.large)]
-            with ThreadPoolExecutor(max_workers=2) as pool:  # two valgrinds at a time
-                counts = dict(
-                    zip(
-                        jobs,
-                        pool.map(
-                            lambda job: count(
-                                script,
-                                job[0],
-                                job[1],
-                                args.concurrency,
-                                url,
-                                Path(tmp) / f"cg.{job[0]}.{job[1]}",
-                            ),
-                            jobs,
+    with asyncpg_url(args.dsn) as url, tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "child.py"
+        script.write_text(CHILD)
+        jobs = [(v, n) for v in variants for n in (args.small, args.large)]
+        with ThreadPoolExecutor(max_workers=2) as pool:  # two valgrinds at a time
+            counts = dict(
+                zip(
+                    jobs,
+                    pool.map(
+                        lambda job: count(
+                            script,
+                            job[0],
+                            job[1],
+                            args.concurrency,
+                            url,
+                            Path(tmp) / f"cg.{job[0]}.{job[1]}",
                         ),
-                        strict=True,
-                    )
+                        jobs,
+                    ),
+                    strict=True,
                 )
-    finally:
-        if local is not None:
-            local.stop()
+            )
     per_op = {
         v: (counts[(v, args.large)] - counts[(v, args.small)]) / (args.large - args.small)
         for v in variants
