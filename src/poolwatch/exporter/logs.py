@@ -46,36 +46,32 @@ def _logfmt_value(value: object) -> str:
     return text
 
 
+def _record_pairs(record: logging.LogRecord) -> dict[str, object]:
+    """The keys every log line carries, in order (exceptions as one ``err`` field)."""
+    pairs: dict[str, object] = {
+        "ts": _timestamp(record),
+        "level": _level(record),
+        "logger": record.name,
+        "msg": record.getMessage(),
+    }
+    pairs.update(_fields(record))
+    if record.exc_info and record.exc_info[1] is not None:
+        pairs["err"] = f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
+    return pairs
+
+
 class LogfmtFormatter(logging.Formatter):
     """``ts=... level=info logger=... msg="..." key=value`` (exceptions as one field)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        pairs: dict[str, object] = {
-            "ts": _timestamp(record),
-            "level": _level(record),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        pairs.update(_fields(record))
-        if record.exc_info and record.exc_info[1] is not None:
-            pairs["err"] = f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
-        return " ".join(f"{k}={_logfmt_value(v)}" for k, v in pairs.items())
+        return " ".join(f"{k}={_logfmt_value(v)}" for k, v in _record_pairs(record).items())
 
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line with the same keys as the logfmt output."""
 
     def format(self, record: logging.LogRecord) -> str:
-        obj: dict[str, object] = {
-            "ts": _timestamp(record),
-            "level": _level(record),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        obj.update(_fields(record))
-        if record.exc_info and record.exc_info[1] is not None:
-            obj["err"] = f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
-        return json.dumps(obj, default=str)
+        return json.dumps(_record_pairs(record), default=str)
 
 
 class RedactingFilter(logging.Filter):
