@@ -140,11 +140,6 @@ def _instrumented_class(cls: type[Pool]) -> type[Pool]:
     return sub
 
 
-def is_instrumented(pool: Pool) -> bool:
-    """True when ``pool`` currently reports to a poolwatch tracker."""
-    return getattr(pool, "_poolwatch", None) is not None
-
-
 def attach(pool: Pool, tracker: PoolTracker) -> None:
     """Make ``pool`` report to ``tracker`` (idempotent)."""
     if getattr(pool, "_poolwatch", None) is tracker:

@@ -39,11 +39,6 @@ class Histogram:
         self.sum += value
         return index
 
-    @property
-    def count(self) -> int:
-        """Number of observations."""
-        return sum(self.counts)
-
     def cumulative(self) -> list[tuple[str, int]]:
         """``[(le, cumulative count), ...]`` ending with ``("+Inf", count)``."""
         out: list[tuple[str, int]] = []
@@ -81,7 +76,6 @@ class StatsSnapshot:
     checkout_duration: Histogram
     hold_duration: Histogram
     connect_duration: Histogram
-    checked_out_tracked: int
     oldest_checkout_age: float
 
 
@@ -133,7 +127,6 @@ class PoolStats:
                 checkout_duration=self.checkout_duration.copy(),
                 hold_duration=self.hold_duration.copy(),
                 connect_duration=self.connect_duration.copy(),
-                checked_out_tracked=len(self.active),
                 oldest_checkout_age=0.0 if oldest is None else max(0.0, now - oldest),
             )
 
