@@ -76,3 +76,35 @@ async def hold_connections(engine: Any, n: int) -> list[Any]:
         await conn.execute(sa.text("select 1"))
         conns.append(conn)
     return conns
+
+
+async def wait_for_sample(
+    registry: Any, name: str, pool: str, expected: float, *, tries: int = 200, **labels: str
+) -> None:
+    """Poll a pool metric every 20 ms until it equals ``expected`` (callers assert after)."""
+    import asyncio
+
+    for _ in range(tries):
+        if pool_sample(registry, name, pool, **labels) == expected:
+            return
+        await asyncio.sleep(0.02)
+
+
+async def terminate_backend(dsn: str, pid: int) -> None:
+    """Kill one server backend from a separate admin connection, and wait until it is gone."""
+    import asyncio
+
+    import asyncpg
+
+    admin = await asyncpg.connect(dsn)
+    try:
+        await admin.execute("select pg_terminate_backend($1)", pid)
+        for _ in range(200):
+            gone = await admin.fetchval(
+                "select count(*) = 0 from pg_stat_activity where pid = $1", pid
+            )
+            if gone:
+                return
+            await asyncio.sleep(0.01)
+    finally:
+        await admin.close()

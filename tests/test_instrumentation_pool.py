@@ -10,7 +10,6 @@ import re
 import sys
 import warnings
 
-import asyncpg
 import pytest
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
@@ -20,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool, StaticPool
 
 import poolwatch
-from support import PgTarget
+from support import PgTarget, terminate_backend, wait_for_sample
 from support import hold_connections as hold
 from support import pool_sample as value
 
@@ -32,22 +31,6 @@ def assert_gauges_match_pool(registry: CollectorRegistry, engine: AsyncEngine, p
     assert value(registry, "sqlalchemy_pool_checked_out", pool) == p.checkedout()  # type: ignore[attr-defined]
     assert value(registry, "sqlalchemy_pool_idle", pool) == p.checkedin()  # type: ignore[attr-defined]
     assert value(registry, "sqlalchemy_pool_overflow", pool) == max(0, p.overflow())  # type: ignore[attr-defined]
-
-
-async def terminate_backend(pg: PgTarget, pid: int) -> None:
-    """Kill one server backend from a separate admin connection, and wait until it is gone."""
-    admin = await asyncpg.connect(pg.dsn)
-    try:
-        await admin.execute("select pg_terminate_backend($1)", pid)
-        for _ in range(200):
-            gone = await admin.fetchval(
-                "select count(*) = 0 from pg_stat_activity where pid = $1", pid
-            )
-            if gone:
-                return
-            await asyncio.sleep(0.01)
-    finally:
-        await admin.close()
 
 
 @pytest.fixture
@@ -110,10 +93,7 @@ async def test_exhaustion_waiters_and_timeout(pg: PgTarget, registry: CollectorR
     conns = await hold(engine, 3)
     try:
         waiters = [asyncio.create_task(hold(engine, 1)) for _ in range(2)]
-        for _ in range(100):
-            if value(registry, "sqlalchemy_pool_waiting", "tight") == 2:
-                break
-            await asyncio.sleep(0.01)
+        await wait_for_sample(registry, "sqlalchemy_pool_waiting", "tight", 2, tries=50)
         assert value(registry, "sqlalchemy_pool_waiting", "tight") == 2
         assert value(registry, "sqlalchemy_pool_checked_out", "tight") == 3
         assert value(registry, "sqlalchemy_pool_overflow", "tight") == 1
@@ -149,10 +129,7 @@ async def test_cancelled_waiter_leaves_waiting_correct(
     conns = await hold(engine, 1)
     try:
         waiter = asyncio.create_task(hold(engine, 1))
-        for _ in range(100):
-            if value(registry, "sqlalchemy_pool_waiting", "cancel") == 1:
-                break
-            await asyncio.sleep(0.01)
+        await wait_for_sample(registry, "sqlalchemy_pool_waiting", "cancel", 1, tries=50)
         assert value(registry, "sqlalchemy_pool_waiting", "cancel") == 1
         waiter.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -176,7 +153,7 @@ async def test_pre_ping_invalidation_is_counted(pg: PgTarget, registry: Collecto
     try:
         async with engine.connect() as conn:
             pid = (await conn.execute(sa.text("select pg_backend_pid()"))).scalar()
-        await terminate_backend(pg, pid)
+        await terminate_backend(pg.dsn, pid)
         async with engine.connect() as conn:
             assert (await conn.execute(sa.text("select 1"))).scalar() == 1
         assert (
@@ -195,7 +172,7 @@ async def test_disconnect_during_use_is_counted(pg: PgTarget, registry: Collecto
     try:
         async with engine.connect() as victim:
             pid = (await victim.execute(sa.text("select pg_backend_pid()"))).scalar()
-            await terminate_backend(pg, pid)
+            await terminate_backend(pg.dsn, pid)
             with pytest.raises(sa.exc.DBAPIError):
                 await victim.execute(sa.text("select 1"))
         assert (
@@ -218,6 +195,7 @@ async def test_leak_counted_once_and_logged_with_holder(
     try:
         leaked = await engine.connect()
         await leaked.execute(sa.text("select 1"))
+        # polled here, not in a helper: the report must find this task in this function
         for _ in range(200):
             if value(registry, "sqlalchemy_pool_leaks_total", "leaky") == 1:
                 break
@@ -254,10 +232,7 @@ async def test_leak_exact_checkout_callsite(
     try:
         leaked = await engine.connect()  # the line the report must name
         checkout_line = sys._getframe().f_lineno - 1
-        for _ in range(200):
-            if value(registry, "sqlalchemy_pool_leaks_total", "exact") == 1:
-                break
-            await asyncio.sleep(0.02)
+        await wait_for_sample(registry, "sqlalchemy_pool_leaks_total", "exact", 1)
         await leaked.close()
         reports = [r.getMessage() for r in caplog.records if "leak threshold" in r.getMessage()]
         assert len(reports) == 1

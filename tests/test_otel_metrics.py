@@ -14,7 +14,6 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-import asyncpg
 import pytest
 import sqlalchemy as sa
 from opentelemetry.sdk.metrics import MeterProvider
@@ -27,7 +26,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 import poolwatch
 from poolwatch.metric_names import DURATION_BUCKETS
-from support import PgTarget
+from support import PgTarget, terminate_backend, wait_for_sample
 from support import hold_connections as hold
 from support import pool_sample as prom
 
@@ -93,10 +92,7 @@ async def test_exhaustion_same_numbers(pg: PgTarget, otel: Otel) -> None:
     conns = await hold(engine, 3)
     try:
         waiters = [asyncio.create_task(hold(engine, 1)) for _ in range(2)]
-        for _ in range(100):
-            if prom(registry, "sqlalchemy_pool_waiting", "tight") == 2:
-                break
-            await asyncio.sleep(0.01)
+        await wait_for_sample(registry, "sqlalchemy_pool_waiting", "tight", 2, tries=50)
         otel.collect()
         assert otel.value("db.client.connection.pending_requests", "tight") == 2
         assert prom(registry, "sqlalchemy_pool_waiting", "tight") == 2
@@ -151,10 +147,7 @@ async def test_leak_same_numbers(pg: PgTarget, otel: Otel) -> None:
     try:
         leaked = await engine.connect()
         await leaked.execute(sa.text("select 1"))
-        for _ in range(200):
-            if prom(registry, "sqlalchemy_pool_leaks_total", "leaky") == 1:
-                break
-            await asyncio.sleep(0.02)
+        await wait_for_sample(registry, "sqlalchemy_pool_leaks_total", "leaky", 1)
         otel.collect()
         assert otel.value("poolwatch.pool.leaks", "leaky") == 1
         assert prom(registry, "sqlalchemy_pool_leaks_total", "leaky") == 1
@@ -181,17 +174,7 @@ async def test_invalidation_same_numbers(pg: PgTarget, otel: Otel) -> None:
     try:
         async with engine.connect() as conn:
             pid = (await conn.execute(sa.text("select pg_backend_pid()"))).scalar()
-        admin = await asyncpg.connect(pg.dsn)
-        try:
-            await admin.execute("select pg_terminate_backend($1)", pid)
-            for _ in range(200):
-                if await admin.fetchval(
-                    "select count(*) = 0 from pg_stat_activity where pid = $1", pid
-                ):
-                    break
-                await asyncio.sleep(0.01)
-        finally:
-            await admin.close()
+        await terminate_backend(pg.dsn, pid)
         async with engine.connect() as conn:
             assert (await conn.execute(sa.text("select 1"))).scalar() == 1
         otel.collect()
