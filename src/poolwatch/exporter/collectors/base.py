@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -53,9 +52,9 @@ class LabelFolder:
         """``counts`` maps a label name to (value, sessions) pairs."""
         kept: dict[str, frozenset[str]] = {}
         for label, pairs in counts.items():
-            totals: Counter[str] = Counter()
+            totals: dict[str, int] = {}
             for value, n in pairs:
-                totals[value] += n
+                totals[value] = totals.get(value, 0) + n
             ranked = sorted(totals.items(), key=lambda item: (-item[1], item[0]))
             kept[label] = frozenset(value for value, _ in ranked[:top_n])
         return cls(kept)
