@@ -55,13 +55,14 @@ async def test_served_metrics_match_the_contract(exporter_factory, sessions: Ses
     assert not missing
 
 
-async def test_fast_text_encoder_matches_prometheus_client(
-    exporter_factory, sessions: Sessions
-) -> None:
-    """The exporter's own text encoder gives byte-for-byte what generate_latest gives."""
+async def test_fast_encoders_match_prometheus_client(exporter_factory, sessions: Sessions) -> None:
+    """The exporter's own encoders give byte-for-byte what prometheus_client's give, in the
+    text format and in OpenMetrics (what Prometheus asks for first), also over HTTP."""
     from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.openmetrics.exposition import generate_latest as generate_om
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 
-    from poolwatch.exporter.exposition import render_text
+    from poolwatch.exporter.exposition import render_openmetrics, render_text
     from poolwatch.exporter.own_metrics import collect_own
 
     odd = await sessions.open(1, app='we"ird\\app')  # (PostgreSQL turns newlines into ?)
@@ -78,6 +79,15 @@ async def test_fast_text_encoder_matches_prometheus_client(
     registry.register(Fixed())
     assert render_text(families) == generate_latest(registry)
     assert 'application_name="we\\"ird\\\\app"' in render_text(families).decode()
+    assert render_openmetrics(families) == generate_om(registry)
+
+    accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+    body, content_type = await exp.app.render(accept)
+    assert content_type.startswith("application/openmetrics-text; version=1.0.0")
+    assert body.endswith(b"\n# EOF\n") and body.count(b"# EOF") == 1
+    # the strict OpenMetrics parser accepts it, with every family of the snapshot
+    parsed = {fam.name for fam in parse_om(body.decode())}
+    assert parsed == {fam.name for fam in families}
 
 
 def test_documented_web_config_example_is_valid(tmp_path) -> None:

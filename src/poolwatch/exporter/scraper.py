@@ -17,7 +17,7 @@ from prometheus_client.core import Metric
 
 from .collectors import collect_all, make_sql_builder
 from .database import Database, DatabaseUnavailable
-from .exposition import render_text
+from .exposition import render
 
 log = logging.getLogger("poolwatch.exporter.scraper")
 
@@ -28,11 +28,19 @@ class Snapshot:
 
     up: bool
     families: list[Metric] = field(default_factory=list)
-    text: bytes = b""  # the families in the text format, rendered once per snapshot
     duration: float = 0.0
     taken_at: float = field(default_factory=time.monotonic)
     error: str | None = None
     sees_all_sessions: bool = True
+    _encoded: dict[bool, bytes] = field(default_factory=dict, repr=False, compare=False)
+
+    def encoded(self, openmetrics: bool = False) -> bytes:
+        """The families in the text format (or OpenMetrics, without ``# EOF``), encoded
+        once per snapshot and format: scrapes within ``min_interval`` reuse it."""
+        body = self._encoded.get(openmetrics)
+        if body is None:
+            body = self._encoded[openmetrics] = render(self.families, openmetrics)
+        return body
 
 
 class Scraper:
@@ -76,7 +84,6 @@ class Scraper:
             snap = Snapshot(
                 up=True,
                 families=families,
-                text=render_text(families),
                 duration=time.monotonic() - start,
                 sees_all_sessions=bool(row["sees_all_sessions"]),
             )

@@ -12,19 +12,17 @@ from __future__ import annotations
 import gzip
 import html
 import logging
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry
-from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder
 
 from .. import __version__
 from .database import Database
 from .dsn import Dsn
-from .exposition import CONTENT_TYPE, render_text
+from .exposition import OPENMETRICS_EOF, render
 from .own_metrics import collect_own
-from .scraper import Scraper, Snapshot
+from .scraper import Scraper
 from .settings import Settings
 from .webconfig import WebConfig
 
@@ -50,18 +48,6 @@ blocking, idle-in-transaction and transaction ages).</p>
 """
 
 
-class _SnapshotCollector:
-    """A one-shot collector over one snapshot, for a fresh registry per request."""
-
-    def __init__(self, scraper: Scraper, snap: Snapshot) -> None:
-        self.scraper = scraper
-        self.snap = snap
-
-    def collect(self) -> Iterator[Metric]:
-        yield from collect_own(self.scraper, self.snap)
-        yield from self.snap.families
-
-
 class ExporterApp:
     """ASGI app wiring settings, the database, the scraper and the web config together."""
 
@@ -82,12 +68,11 @@ class ExporterApp:
     async def render(self, accept: str | None = None) -> tuple[bytes, str]:
         """Scrape (or reuse the snapshot) and encode it; returns (body, content type)."""
         snap = await self.scraper.snapshot()
-        encoder, content_type = choose_encoder(accept or "")
-        if content_type.startswith("text/plain"):
-            return render_text(collect_own(self.scraper, snap)) + snap.text, CONTENT_TYPE
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(_SnapshotCollector(self.scraper, snap))
-        return encoder(registry), content_type
+        # prometheus_client decides the format (and its content type); the encoding is ours
+        _, content_type = choose_encoder(accept or "")
+        openmetrics = content_type.startswith("application/openmetrics-text")
+        body = render(collect_own(self.scraper, snap), openmetrics) + snap.encoded(openmetrics)
+        return (body + OPENMETRICS_EOF if openmetrics else body), content_type
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
