@@ -8,7 +8,10 @@ scrapes of each exporter (made as Prometheus makes them: keep-alive, its Accept 
 asks for OpenMetrics first, and gzip), the server-side execution time of our one statement (EXPLAIN
 ANALYZE, median), the time our exporter spent inside a scrape (its own
 ``poolwatch_exporter_scrape_duration_seconds``: query round trip + building the metrics;
-the rest of the HTTP latency is the HTTP stack and the client) and our exporter's RSS.
+encoding the response, the HTTP stack and the client are the rest of the HTTP latency) and
+our exporter's RSS. After the last size it adds ``--lock-waiters`` sessions queued on a row
+lock and measures again: the scrape's slower path (sessions also kept one by one, pg_locks
+read).
 
     .venv/bin/python bench/bench_exporter.py                    # embedded PostgreSQL 18
     .venv/bin/python bench/bench_exporter.py --sizes 10,300 --scrapes 50
@@ -98,16 +101,25 @@ class Scraper:
 
     def get(self, path: str = "/metrics") -> tuple[float, str]:
         """(milliseconds until the whole body arrived, the body decompressed)."""
-        t0 = time.perf_counter()
-        self.conn.request("GET", path, headers=PROMETHEUS_HEADERS)
-        response = self.conn.getresponse()
-        body = response.read()
-        elapsed = (time.perf_counter() - t0) * 1000
+        try:
+            elapsed, response, body = self._get(path)
+        except (http.client.RemoteDisconnected, ConnectionError):
+            # the exporter closed the idle keep-alive connection (uvicorn: after 5 s);
+            # Prometheus reconnects too, and the failed attempt is not counted
+            self.conn.close()
+            elapsed, response, body = self._get(path)
         if response.status != 200:
             raise SystemExit(f"scrape of port {self.conn.port} answered {response.status}")
         if response.getheader("Content-Encoding") == "gzip":
             body = gzip.decompress(body)
         return elapsed, body.decode()
+
+    def _get(self, path: str) -> tuple[float, http.client.HTTPResponse, bytes]:
+        t0 = time.perf_counter()
+        self.conn.request("GET", path, headers=PROMETHEUS_HEADERS)
+        response = self.conn.getresponse()
+        body = response.read()
+        return (time.perf_counter() - t0) * 1000, response, body
 
     def close(self) -> None:
         self.conn.close()
@@ -134,6 +146,24 @@ async def open_sessions(dsn: str, n: int, into: list[asyncpg.Connection]) -> Non
     start = len(into)
     for batch in range(start, n, 50):
         into += await asyncio.gather(*(one(i) for i in range(batch, min(n, batch + 50))))
+
+
+async def add_lock_waiters(dsn: str, k: int, into: list[asyncpg.Connection]) -> None:
+    """One session holding a row lock and ``k`` sessions queued behind it (the scrape's
+    slower path: sessions are then also kept one by one, and pg_locks is read)."""
+    holder = await asyncpg.connect(dsn, server_settings={"application_name": "locker"})
+    await holder.execute(
+        "CREATE TABLE IF NOT EXISTS bench_lock (id int PRIMARY KEY);"
+        "INSERT INTO bench_lock VALUES (1) ON CONFLICT DO NOTHING;"
+        "BEGIN; SELECT * FROM bench_lock WHERE id = 1 FOR UPDATE"
+    )
+    into.append(holder)
+    for _ in range(k):
+        waiter = await asyncpg.connect(dsn, server_settings={"application_name": "locker"})
+        wait = waiter.execute("SELECT * FROM bench_lock WHERE id = 1 FOR UPDATE")
+        BUSY.append(asyncio.ensure_future(wait))
+        into.append(waiter)
+    await asyncio.sleep(0.5)  # let them queue
 
 
 async def server_time_ms(dsn: str, runs: int) -> float:
@@ -168,6 +198,13 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10,300,2000")
     parser.add_argument("--scrapes", type=int, default=30)
+    parser.add_argument(
+        "--lock-waiters",
+        type=int,
+        default=10,
+        help="after the last size, add this many sessions waiting for a row lock and measure "
+        "again (0: skip)",
+    )
     parser.add_argument(
         "--pause",
         type=float,
@@ -224,22 +261,12 @@ async def main() -> None:
                 "max_connections = sessions + 100"
             )
             print(
-                f"{'sessions':>8} | {'ours median':>11} {'p90':>7} | {'theirs median':>13} "
+                f"{'sessions':>11} | {'ours median':>11} {'p90':>7} | {'theirs median':>13} "
                 f"{'p90':>7} | {'ratio':>5} | {'our SQL':>8} | {'inside':>8} | {'our RSS':>7}"
             )
             ours_client, theirs_client = Scraper(ours_port), Scraper(theirs_port)
-            for size in sizes:
-                await close_sessions(sessions)
-                admin = await asyncpg.connect(dsn)
-                await admin.execute(f"ALTER SYSTEM SET max_connections = {max(100, size + 100)}")
-                await admin.close()
-                local.restart()
-                await open_sessions(dsn, size, sessions)
-                deadline = time.monotonic() + 60
-                while "\npg_up 1" not in ours_client.get()[1]:  # ours reconnects by itself
-                    assert time.monotonic() < deadline, "poolwatch-exporter did not reconnect"
-                    time.sleep(0.2)
-                theirs_client.get()
+
+            async def measure(label: str) -> None:
                 ours_t: list[float] = []
                 theirs_t: list[float] = []
                 inside: list[float] = []  # our own scrape_duration: query + collect
@@ -255,10 +282,27 @@ async def main() -> None:
                 sql_ms = await server_time_ms(dsn, 11)
                 inside_ms = statistics.median(inside)
                 print(
-                    f"{size:>8} | {om:>8.2f} ms {op90:>7.2f} | {tm:>10.2f} ms {tp90:>7.2f} | "
+                    f"{label:>11} | {om:>8.2f} ms {op90:>7.2f} | {tm:>10.2f} ms {tp90:>7.2f} | "
                     f"{tm / om:>5.1f} | {sql_ms:>5.2f} ms | {inside_ms:>5.2f} ms | "
                     f"{rss_mb(ours.pid):>4.1f} MB"
                 )
+
+            for size in sizes:
+                await close_sessions(sessions)
+                admin = await asyncpg.connect(dsn)
+                await admin.execute(f"ALTER SYSTEM SET max_connections = {max(100, size + 100)}")
+                await admin.close()
+                local.restart()
+                await open_sessions(dsn, size, sessions)
+                deadline = time.monotonic() + 60
+                while "\npg_up 1" not in ours_client.get()[1]:  # ours reconnects by itself
+                    assert time.monotonic() < deadline, "poolwatch-exporter did not reconnect"
+                    time.sleep(0.2)
+                theirs_client.get()
+                await measure(str(size))
+            if args.lock_waiters:
+                await add_lock_waiters(dsn, args.lock_waiters, sessions)
+                await measure(f"+{args.lock_waiters} waiting")
             ours_client.close()
             theirs_client.close()
             print(f"postgres_exporter RSS at the end: {rss_mb(theirs.pid):.1f} MB")

@@ -27,12 +27,13 @@ COLLECTORS: dict[str, ModuleType] = {
 # ``pg_stat_get_activity(NULL)`` is the documented function under the pg_stat_activity
 # view. The scrape reads it once, aggregating straight into per-group rows (``grp``, see
 # the sessions collector) and naming databases and roles only per group, not per session
-# as the view's joins do. Sessions are only kept one by one (``act``) when some session
-# waits for a lock: ``act`` is evaluated on demand, and its gate makes an ordinary scrape
-# skip it. Both read the same per-transaction snapshot of the activity array (only the
-# wait events, from the live process array, can move in between). At 2,000 sessions this
-# costs a fifth more than ``SELECT count(*)`` over the function, where materialising
-# every session for several passes cost three quarters more.
+# as the view's joins do. Sessions are kept one by one (``act``, read by the locks
+# collector) only when some session waits for a lock: ``act`` is evaluated on demand and
+# its gate makes an ordinary scrape skip it. Both read the same per-transaction snapshot
+# of the activity array; only wait events (read live from the process array) can move in
+# between, so the lock metrics all come from ``act``. At 2,000 sessions this costs about
+# a third more than ``SELECT count(*)`` over the function, where materialising every
+# session for several passes cost three quarters more.
 ACTIVITY_SQL = """
 WITH grp AS ({groups}), act AS MATERIALIZED (
   SELECT pid, datid, {backend_type} AS backend_type, wait_event_type, state_change,

@@ -21,7 +21,6 @@ from ...metric_names import (
 )
 from ..database import Features
 from .base import LabelFolder, add_max, add_sum, family, rows
-from .sessions import session_groups
 
 NAME = "locks"
 
@@ -32,9 +31,12 @@ _WAITSTART = """
                           AND EXISTS (SELECT 1 FROM act WHERE wait_event_type = 'Lock')
                         GROUP BY pid) l USING (pid)"""
 
+# All four lock metrics come from the one ``act`` snapshot, so they agree with each other.
 SQL = """
-  (SELECT json_agg(json_build_array(d.datname, w.max_wait))
-     FROM (SELECT a.datid, max(extract(epoch FROM now() - {wait_start})) AS max_wait
+  (SELECT json_agg(json_build_array(d.datname, w.n, w.blocked, w.max_wait))
+     FROM (SELECT a.datid, count(*) AS n,
+                  count(*) FILTER (WHERE cardinality(a.blockers) > 0) AS blocked,
+                  max(extract(epoch FROM now() - {wait_start})) AS max_wait
              FROM act a{waitstart_join}
             WHERE a.wait_event_type = 'Lock' AND a.backend_type = 'client backend'
             GROUP BY a.datid) w
@@ -64,15 +66,13 @@ def collect(row: Mapping[str, Any], fold: LabelFolder) -> Iterator[Metric]:
     """pg_lock_waiting_sessions, pg_lock_wait_max_seconds, pg_blocked/blocking_sessions."""
     waiting: dict[tuple[str, ...], float] = {}
     blocked: dict[tuple[str, ...], float] = {}
-    for g in session_groups(row):
-        key = (g.datname,)  # already folded
-        if g.lock_waits:
-            add_sum(waiting, key, g.lock_waits)
-        if g.blocked:
-            add_sum(blocked, key, g.blocked)
     longest: dict[tuple[str, ...], float] = {}
-    for datname, max_wait in rows(row, "lock_wait"):
-        add_max(longest, (fold("datname", datname),), max(0.0, float(max_wait)))
+    for datname, n, n_blocked, max_wait in rows(row, "lock_wait"):
+        key = (fold("datname", datname),)
+        add_sum(waiting, key, n)
+        if n_blocked:
+            add_sum(blocked, key, n_blocked)
+        add_max(longest, key, max(0.0, float(max_wait)))
     blocking: dict[tuple[str, ...], float] = {}
     for datname, n in rows(row, "blocking"):
         add_sum(blocking, (fold("datname", datname),), n)

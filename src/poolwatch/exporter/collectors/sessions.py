@@ -31,17 +31,15 @@ UNKNOWN_STATE = "unknown"
 
 # One row per (database, role, application_name, state, backend_type) group of backends:
 # the count plus what the transactions and locks collectors need, so one pass over the
-# sessions serves them all. pg_blocking_pids() runs only for sessions waiting on a lock
-# (CASE fixes the evaluation order). {threshold} is the stale threshold in seconds as a
-# literal (no parameter: one generic plan).
+# sessions serves them all (``lock_waits`` only gates the locks collector's own pass).
+# {threshold} is the stale threshold in seconds as a literal (no parameter: one generic
+# plan).
 GROUPS_SQL = """
   SELECT datid, usesysid, application_name, state, {backend_type} AS backend_type,
          count(*) AS n, min(state_change) AS oldest_state, min(xact_start) AS oldest_xact,
          min(query_start) FILTER (WHERE state = 'active') AS oldest_query,
          count(*) FILTER (WHERE state_change < now() - '{threshold} seconds'::interval) AS over,
-         count(*) FILTER (WHERE wait_event_type = 'Lock') AS lock_waits,
-         count(*) FILTER (WHERE CASE WHEN wait_event_type = 'Lock'
-                                     THEN cardinality(pg_blocking_pids(pid)) > 0 END) AS blocked
+         count(*) FILTER (WHERE wait_event_type = 'Lock') AS lock_waits
     FROM pg_stat_get_activity(NULL)
    WHERE pid <> pg_backend_pid()
    GROUP BY 1, 2, 3, 4, 5"""
@@ -51,7 +49,7 @@ SQL = """
   (SELECT json_agg(json_build_array(
             d.datname, r.rolname, g.application_name, g.state, g.backend_type, g.n,
             extract(epoch FROM now() - g.oldest_state), extract(epoch FROM now() - g.oldest_xact),
-            extract(epoch FROM now() - g.oldest_query), g.over, g.lock_waits, g.blocked))
+            extract(epoch FROM now() - g.oldest_query), g.over))
      FROM grp g
      LEFT JOIN pg_database d ON d.oid = g.datid
      LEFT JOIN pg_roles r ON r.oid = g.usesysid) AS sessions,
@@ -86,8 +84,6 @@ class Group(NamedTuple):
     max_xact_age: float | None  # seconds since the oldest transaction began
     max_query_age: float | None  # seconds since the oldest active statement began
     over_threshold: int  # sessions whose state is older than the stale threshold
-    lock_waits: int  # sessions waiting for a heavyweight lock
-    blocked: int  # sessions pg_blocking_pids() says are blocked
     client: bool  # a client backend (an application's session)
 
 
@@ -114,7 +110,7 @@ def build_groups(raw: list[list[Any]], fold: LabelFolder | None = None) -> list[
     kept = fold.kept if fold is not None else {}
     keep_d, keep_u, keep_a = (kept.get(k) for k in ("datname", "usename", "application_name"))
     groups = []
-    for d, u, a, st, bt, n, sa, xa, qa, over, lw, bl in raw:
+    for d, u, a, st, bt, n, sa, xa, qa, over in raw:
         d, u, a = d or "", u or "", a or ""  # JSON strings or null
         client = bt == CLIENT_BACKEND
         if client:
@@ -136,8 +132,6 @@ def build_groups(raw: list[list[Any]], fold: LabelFolder | None = None) -> list[
                 None if xa is None else max(0.0, float(xa)),
                 None if qa is None else max(0.0, float(qa)),
                 int(over),
-                int(lw),
-                int(bl),
                 client,
             )
         )
@@ -151,7 +145,7 @@ def all_groups(row: Mapping[str, Any]) -> list[Group]:
 
 
 def session_groups(row: Mapping[str, Any]) -> list[Group]:
-    """The client-backend groups (used by the transactions and locks collectors too)."""
+    """The client-backend groups (used by the transactions collector too)."""
     cached: list[Group] | None = row.get(CLIENT_GROUPS_KEY)
     return cached if cached is not None else [g for g in all_groups(row) if g.client]
 
