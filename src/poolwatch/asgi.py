@@ -20,7 +20,7 @@ from urllib.parse import parse_qs
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from poolwatch.instrumentation.context import current_scope
+from poolwatch.instrumentation.context import RouteTracking, current_scope
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -137,6 +137,7 @@ class RouteMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        RouteTracking.enabled = True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

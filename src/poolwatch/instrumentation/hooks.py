@@ -14,6 +14,9 @@ Rare events (invalidation, detach) use ordinary pool event listeners, which
 from __future__ import annotations
 
 import contextlib
+import threading
+from asyncio import get_running_loop
+from bisect import bisect_left
 from collections.abc import Callable
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
@@ -22,94 +25,159 @@ from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import Pool, QueuePool
 
+from poolwatch.instrumentation.context import RouteTracking, current_scope
+from poolwatch.instrumentation.tracker import EXEMPLAR_MIN_SECONDS
+
 if TYPE_CHECKING:
     from poolwatch.instrumentation.tracker import PoolTracker
 
 
-# The hooked methods. Each calls the pool's original class explicitly (the subclass has a
-# single base, the original class: a mixin base would change the instance layout and make
-# the ``__class__`` swap fail).
+# The hooked methods, made per pool class: each calls the original class's method, bound
+# once here (the subclass has a single base, the original class: a mixin base would
+# change the instance layout and make the ``__class__`` swap fail).
+#
+# Every checkout and checkin of the application runs through them, so the common case
+# (an asyncio pool: one event-loop thread, no lock; no OpenTelemetry observer, no fork
+# check, no exemplar) updates the stats inline, as PoolTracker.checkout_succeeded and
+# checked_in would: a Python call costs about as much as the bookkeeping itself. Anything
+# else goes through those methods.
 
 
-def _connect(self: Any) -> Any:
-    tracker: PoolTracker | None = self._poolwatch
-    original = self._poolwatch_original_class
-    if tracker is None:
-        return original.connect(self)
-    started = perf_counter()
-    try:
-        fairy = original.connect(self)
-    except BaseException:
-        tracker.checkout_failed(started)
-        raise
-    tracker.checkout_succeeded(fairy._connection_record, started)
-    return fairy
+def _make_connect(cls: type[Pool]) -> Callable[[Any], Any]:
+    original_connect = cls.connect
+    # QueuePool / AsyncAdaptedQueuePool under asyncio: whether the caller will wait is
+    # decided here (one thread: no race), and timeouts counted. A thread-shared QueuePool
+    # does both in _do_get instead (see _make_blocking_do_get).
+    counts_waiters = issubclass(cls, QueuePool) and cls._is_asyncio
 
-
-def _return_conn(self: Any, record: Any) -> None:
-    tracker: PoolTracker | None = self._poolwatch
-    if tracker is not None:
-        tracker.checked_in(record)
-    self._poolwatch_original_class._return_conn(self, record)
-
-
-def _recreate(self: Any) -> Any:
-    new_pool = self._poolwatch_original_class.recreate(self)
-    tracker: PoolTracker | None = self._poolwatch
-    if tracker is not None and not tracker.closed:
-        attach(new_pool, tracker)
-    return new_pool
-
-
-def _queue_connect(self: Any) -> Any:
-    """``connect`` for QueuePool / AsyncAdaptedQueuePool: also counts waiters and timeouts.
-
-    Deciding here whether the caller will block (rather than wrapping ``_do_get``) keeps
-    the hot path to one extra Python frame per checkout.
-    """
-    tracker: PoolTracker | None = self._poolwatch
-    original = self._poolwatch_original_class
-    if tracker is None:
-        return original.connect(self)
-    started = perf_counter()
-    # The caller blocks on the queue when every allowed connection exists and none is idle.
-    waits = -1 < self._max_overflow <= self._overflow and not self._pool.qsize()
-    if waits:
-        tracker.wait_started()
-    try:
-        fairy = original.connect(self)
-    except BaseException as exc:
+    def connect(self: Any) -> Any:
+        tracker: PoolTracker | None = self._poolwatch
+        if tracker is None:
+            return original_connect(self)
+        started = perf_counter()
+        # The caller blocks on the queue when every allowed connection exists and none is idle.
+        waits = (
+            counts_waiters and -1 < self._max_overflow <= self._overflow and not self._pool.qsize()
+        )
+        if waits:
+            tracker.wait_started()
+        try:
+            fairy = original_connect(self)
+        except BaseException as exc:
+            if waits:
+                tracker.wait_ended()
+            if counts_waiters and isinstance(exc, sa_exc.TimeoutError):
+                tracker.timed_out()
+            tracker.checkout_failed(started)
+            raise
         if waits:
             tracker.wait_ended()
-        if isinstance(exc, sa_exc.TimeoutError):
-            tracker.timed_out()
-        tracker.checkout_failed(started)
-        raise
-    if waits:
-        tracker.wait_ended()
-    tracker.checkout_succeeded(fairy._connection_record, started)
-    return fairy
+        now = perf_counter()
+        record = fairy._connection_record
+        waited = now - started
+        if (
+            tracker.threaded
+            or tracker.observers
+            or tracker.fork_check is not None
+            or waited >= EXEMPLAR_MIN_SECONDS
+        ):
+            tracker.checkout_succeeded(record, started, now)
+            return fairy
+        try:  # PoolTracker.checkout_succeeded, inlined
+            stats = tracker.stats
+            hist = stats.checkout_duration
+            hist.counts[0 if waited <= hist.first else bisect_left(hist.bounds, waited)] += 1
+            hist.sum += waited
+            stats.active[record] = now
+            if tracker.capture_sites:
+                tasks = tracker.running_tasks
+                try:
+                    holder = (
+                        tasks.get(get_running_loop()) if tasks is not None else tracker.capture()
+                    )
+                except RuntimeError:  # an asyncio pool used outside its event loop
+                    holder = threading.current_thread()
+                stats.sites[record] = (
+                    holder,
+                    current_scope.get() if RouteTracking.enabled else None,
+                )
+                if stats.leaked:
+                    stats.leaked.discard(record)
+        except Exception:
+            tracker.internal_error()
+        return fairy
+
+    return connect
 
 
-def _blocking_do_get(self: Any) -> Any:
+def _make_return_conn(cls: type[Pool]) -> Callable[[Any, Any], None]:
+    original_return_conn = cls._return_conn
+
+    def _return_conn(self: Any, record: Any) -> None:
+        tracker: PoolTracker | None = self._poolwatch
+        if tracker is not None:
+            if tracker.threaded or tracker.observers:
+                tracker.checked_in(record)
+            else:
+                now = perf_counter()
+                try:  # PoolTracker.checked_in, inlined
+                    stats = tracker.stats
+                    acquired = stats.active.pop(record, None)
+                    if acquired is not None:  # else e.g. _checkin_failed: no checkout
+                        held = now - acquired
+                        hist = stats.hold_duration
+                        index = 0 if held <= hist.first else bisect_left(hist.bounds, held)
+                        hist.counts[index] += 1
+                        hist.sum += held
+                        if tracker.capture_sites:  # PoolTracker.check_returned_site, inlined
+                            site = stats.sites.pop(record, None)
+                            if stats.leaked and record in stats.leaked:
+                                stats.leaked.discard(record)
+                            elif held > tracker.leak_threshold:  # type: ignore[operator]
+                                tracker.report_leak(site, held, returned=True)
+                except Exception:
+                    tracker.internal_error()
+        original_return_conn(self, record)
+
+    return _return_conn
+
+
+def _make_recreate(cls: type[Pool]) -> Callable[[Any], Any]:
+    original_recreate = cls.recreate
+
+    def recreate(self: Any) -> Any:
+        new_pool = original_recreate(self)
+        tracker: PoolTracker | None = self._poolwatch
+        if tracker is not None and not tracker.closed:
+            attach(new_pool, tracker)
+        return new_pool
+
+    return recreate
+
+
+def _make_blocking_do_get(cls: type[Pool]) -> Callable[[Any], Any]:
     """``_do_get`` for a thread-shared QueuePool: counts a waiter where it may block.
 
     Under threads a decision taken earlier, in ``connect``, could race with another thread
     taking the last idle connection; here it is taken right where the pool itself decides
     to wait. Sync pools take a lock per event anyway, so the extra frame matters less.
     """
-    tracker: PoolTracker | None = self._poolwatch
-    original = self._poolwatch_original_class
-    if tracker is None or not (-1 < self._max_overflow <= self._overflow):
-        return original._do_get(self)
-    tracker.wait_started()
-    try:
-        return original._do_get(self)
-    except sa_exc.TimeoutError:
-        tracker.timed_out()
-        raise
-    finally:
-        tracker.wait_ended()
+    original_do_get = cls._do_get
+
+    def _do_get(self: Any) -> Any:
+        tracker: PoolTracker | None = self._poolwatch
+        if tracker is None or not (-1 < self._max_overflow <= self._overflow):
+            return original_do_get(self)
+        tracker.wait_started()
+        try:
+            return original_do_get(self)
+        except sa_exc.TimeoutError:
+            tracker.timed_out()
+            raise
+        finally:
+            tracker.wait_ended()
+
+    return _do_get
 
 
 _subclasses: dict[type[Pool], type[Pool]] = {}
@@ -126,15 +194,12 @@ def _instrumented_class(cls: type[Pool]) -> type[Pool]:
             "__doc__": cls.__doc__,
             "_poolwatch_original_class": cls,
             "_poolwatch": None,
-            "connect": _connect,
-            "_return_conn": _return_conn,
-            "recreate": _recreate,
+            "connect": _make_connect(cls),
+            "_return_conn": _make_return_conn(cls),
+            "recreate": _make_recreate(cls),
         }
-        if issubclass(cls, QueuePool):
-            if cls._is_asyncio:
-                namespace["connect"] = _queue_connect  # one event-loop thread: no race
-            else:
-                namespace["_do_get"] = _blocking_do_get
+        if issubclass(cls, QueuePool) and not cls._is_asyncio:
+            namespace["_do_get"] = _make_blocking_do_get(cls)
         sub = type(cls.__name__, (cls,), namespace)
         _subclasses[cls] = sub
     return sub

@@ -237,7 +237,7 @@ class MultiprocessWriter:
     def after_fork_in_parent(self) -> None:
         """A parent that forked before using the pool stops counting its capacity."""
         with self._lock:
-            if self.tracker.stats.checkouts == 0:
+            if not any(self.tracker.stats.checkout_duration.counts):  # never checked out
                 self.dormant = True
         flusher.wake()
 

@@ -23,10 +23,13 @@ class Histogram:
     Not thread-safe on its own: :class:`PoolStats` calls it under its lock.
     """
 
-    __slots__ = ("bounds", "counts", "exemplars", "sum")
+    __slots__ = ("bounds", "counts", "exemplars", "first", "sum")
 
     def __init__(self, bounds: Sequence[float] = DURATION_BUCKETS) -> None:
         self.bounds: tuple[float, ...] = tuple(bounds)
+        # Most observations land in the first bucket (sub-100-us checkouts): the hot path
+        # compares against it before paying for a bisect call.
+        self.first = self.bounds[0]
         self.counts: list[int] = [0] * (len(self.bounds) + 1)  # last one is +Inf
         self.sum = 0.0
         # Latest exemplar per bucket: (labels, value, unix timestamp) or None.
@@ -34,7 +37,7 @@ class Histogram:
 
     def observe(self, value: float) -> int:
         """Add one observation; returns the index of the bucket it landed in."""
-        index = bisect_left(self.bounds, value)
+        index = 0 if value <= self.first else bisect_left(self.bounds, value)
         self.counts[index] += 1
         self.sum += value
         return index
@@ -52,6 +55,7 @@ class Histogram:
         """A snapshot (taken under the owner's lock)."""
         other = Histogram.__new__(Histogram)
         other.bounds = self.bounds
+        other.first = self.first
         other.counts = list(self.counts)
         other.sum = self.sum
         other.exemplars = list(self.exemplars)
@@ -89,8 +93,10 @@ class PoolStats:
 
     name: str
     lock: threading.Lock = field(default_factory=threading.Lock)
-    checkouts: int = 0
-    checkins: int = 0
+    # Checkouts and checkins are not counted separately on the hot path: every checkout
+    # attempt lands in checkout_duration (successful ones = count - failed_checkouts) and
+    # every checkin in hold_duration.
+    failed_checkouts: int = 0
     timeouts: int = 0
     connect_errors: int = 0
     leaks: int = 0
@@ -103,8 +109,9 @@ class PoolStats:
     # connection lent out now.
     active: dict[Any, float] = field(default_factory=dict)
     # With leak detection: who holds each of those (asyncio task / thread, or the exact
-    # checkout callsite) and the route; and the ones already reported as leaks.
-    sites: dict[Any, tuple[Any, str | None]] = field(default_factory=dict)
+    # checkout callsite) and the ASGI scope (for the route); and the ones already reported
+    # as leaks.
+    sites: dict[Any, tuple[Any, Any]] = field(default_factory=dict)
     leaked: set[Any] = field(default_factory=set)
 
     def snapshot(self, now: float) -> StatsSnapshot:
@@ -116,16 +123,18 @@ class PoolStats:
         """
         with self.lock:
             oldest = min(list(self.active.values()), default=None)
+            checkout_duration = self.checkout_duration.copy()
+            hold_duration = self.hold_duration.copy()
             return StatsSnapshot(
-                checkouts=self.checkouts,
-                checkins=self.checkins,
+                checkouts=sum(checkout_duration.counts) - self.failed_checkouts,
+                checkins=sum(hold_duration.counts),
                 timeouts=self.timeouts,
                 connect_errors=self.connect_errors,
                 leaks=self.leaks,
                 waiting=self.waiting,
                 invalidations=dict(self.invalidations),
-                checkout_duration=self.checkout_duration.copy(),
-                hold_duration=self.hold_duration.copy(),
+                checkout_duration=checkout_duration,
+                hold_duration=hold_duration,
                 connect_duration=self.connect_duration.copy(),
                 oldest_checkout_age=0.0 if oldest is None else max(0.0, now - oldest),
             )

@@ -7,16 +7,18 @@ tracked until they come back.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
+import threading
 import weakref
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from time import perf_counter, time
 from typing import TYPE_CHECKING, Any
 
 from poolwatch.instrumentation.callsite import capture_callsite, capture_holder, describe_holder
-from poolwatch.instrumentation.context import current_route
+from poolwatch.instrumentation.context import RouteTracking, current_scope, route_of
 from poolwatch.instrumentation.exemplars import trace_labels
 from poolwatch.instrumentation.stats import PoolStats
 
@@ -25,8 +27,13 @@ if TYPE_CHECKING:
     from sqlalchemy.pool import Pool
 
 logger = logging.getLogger("poolwatch")
+# Who checked a connection out (task, thread or callsite) and the ASGI scope it served.
+Site = tuple[object, "MutableMapping[str, Any] | None"]
 _modules = sys.modules
 EXEMPLAR_MIN_SECONDS = 0.001
+_PY_CURRENT_TASKS: dict[Any, Any] | None = (
+    getattr(asyncio.tasks, "_current_tasks", None) if sys.version_info < (3, 12) else None
+)
 
 
 class PoolTracker:
@@ -34,15 +41,16 @@ class PoolTracker:
 
     __slots__ = (
         "__weakref__",
-        "_capture",
         "_engine_ref",
         "_error_logged",
+        "capture",
         "capture_sites",
         "closed",
         "fork_check",
         "leak_threshold",
         "observers",
         "pool_listeners",
+        "running_tasks",
         "stats",
         "threaded",
     )
@@ -59,7 +67,21 @@ class PoolTracker:
         self.stats = stats
         self.leak_threshold = leak_threshold
         self.capture_sites = leak_threshold is not None
-        self._capture = capture_callsite if exact_callsites else capture_holder
+        # Who holds a connection: the exact checkout line on request, else the asyncio task
+        # (an AsyncEngine's pool is used from its event loop: asyncio.current_task directly,
+        # no wrapper frame) or, for a sync engine, the task or thread.
+        self.capture: Callable[[], object] = (
+            capture_callsite
+            if exact_callsites
+            else asyncio.current_task
+            if engine.dialect.is_async
+            else capture_holder
+        )
+        # Before Python 3.12 asyncio.current_task() is a Python function reading this dict;
+        # the hooks read it directly (a frame less: ~1,000 instructions per checkout).
+        self.running_tasks: dict[Any, Any] | None = (
+            _PY_CURRENT_TASKS if self.capture is asyncio.current_task else None
+        )
         # An asyncio engine's pool is only touched from its event loop's thread, so the
         # hot path skips the lock there (an uncontended lock round trip costs ~0.3-0.5 us,
         # a measurable share of a ~90 us checkout). Sync pools, and Python builds without
@@ -97,9 +119,13 @@ class PoolTracker:
 
     # --- hot path -----------------------------------------------------------------------
 
-    def checkout_succeeded(self, record: Any, started: float) -> None:
-        """A caller got a connection; ``started`` is when it asked."""
-        now = perf_counter()
+    def checkout_succeeded(self, record: Any, started: float, now: float | None = None) -> None:
+        """A caller got a connection; ``started`` is when it asked, ``now`` when it got it.
+
+        (hooks.py inlines the common case of this method for asyncio pools.)
+        """
+        if now is None:
+            now = perf_counter()
         try:
             stats = self.stats
             waited = now - started
@@ -115,19 +141,26 @@ class PoolTracker:
             if self.threaded:
                 stats.lock.acquire()
             try:
-                stats.checkouts += 1
                 hist = stats.checkout_duration
-                index = bisect_left(hist.bounds, waited)
+                index = 0 if waited <= hist.first else bisect_left(hist.bounds, waited)
                 hist.counts[index] += 1
                 hist.sum += waited
                 if exemplar is not None:
                     hist.exemplars[index] = (exemplar, waited, time())
                 stats.active[record] = now
                 if self.capture_sites:
-                    stats.sites[record] = (self._capture(), current_route())
-                    # a record is reused: a leak flag left by a racing scan must not hide
-                    # this checkout's own leak
-                    stats.leaked.discard(record)
+                    try:
+                        holder = self.capture()
+                    except RuntimeError:  # an asyncio pool used outside its event loop
+                        holder = threading.current_thread()
+                    stats.sites[record] = (
+                        holder,
+                        current_scope.get() if RouteTracking.enabled else None,
+                    )
+                    if stats.leaked:
+                        # a record is reused: a leak flag left by a racing scan must not
+                        # hide this checkout's own leak
+                        stats.leaked.discard(record)
             finally:
                 if self.threaded:
                     stats.lock.release()
@@ -144,6 +177,7 @@ class PoolTracker:
             stats = self.stats
             with stats.lock:
                 index = stats.checkout_duration.observe(elapsed)
+                stats.failed_checkouts += 1
                 if exemplar is not None:
                     stats.checkout_duration.exemplars[index] = (exemplar, elapsed, time())
             if self.observers:
@@ -152,7 +186,10 @@ class PoolTracker:
             self.internal_error()
 
     def checked_in(self, record: Any) -> None:
-        """A connection came back to the pool (or was detached from it)."""
+        """A connection came back to the pool (or was detached from it).
+
+        (hooks.py inlines the common case of this method for asyncio pools.)
+        """
         now = perf_counter()
         try:
             stats = self.stats
@@ -163,10 +200,9 @@ class PoolTracker:
                 if acquired is None:
                     # e.g. _checkin_failed after a failed reconnect: there was no checkout.
                     return
-                stats.checkins += 1
                 held = now - acquired
                 hist = stats.hold_duration
-                hist.counts[bisect_left(hist.bounds, held)] += 1
+                hist.counts[0 if held <= hist.first else bisect_left(hist.bounds, held)] += 1
                 hist.sum += held
             finally:
                 if self.threaded:
@@ -174,14 +210,18 @@ class PoolTracker:
             if self.observers:
                 self._notify("hold", held)
             if self.capture_sites:
-                site = stats.sites.pop(record, None)
-                threshold = self.leak_threshold
-                if record in stats.leaked:
-                    stats.leaked.discard(record)
-                elif threshold is not None and held > threshold:
-                    self.report_leak(site, held, returned=True)
+                self.check_returned_site(record, held)
         except Exception:
             self.internal_error()
+
+    def check_returned_site(self, record: Any, held: float) -> None:
+        """Leak detection's part of a checkin: forget the holder, report a long hold once."""
+        stats = self.stats
+        site = stats.sites.pop(record, None)
+        if stats.leaked and record in stats.leaked:
+            stats.leaked.discard(record)  # already reported by the scan
+        elif self.leak_threshold is not None and held > self.leak_threshold:
+            self.report_leak(site, held, returned=True)
 
     def wait_started(self) -> None:
         """A caller found the pool at capacity and is about to wait."""
@@ -281,7 +321,7 @@ class PoolTracker:
 
     def report_leak(
         self,
-        site: tuple[object, str | None] | None,
+        site: Site | None,
         held: float,
         *,
         returned: bool,
@@ -312,11 +352,12 @@ class PoolTracker:
             logger.debug("poolwatch: internal error (pool %r)", self.name, exc_info=True)
 
 
-def _describe(site: tuple[object, str | None] | None) -> str:
+def _describe(site: Site | None) -> str:
     if site is None:
         return "unknown location"
     where = describe_holder(site[0])
-    return f"{where} (route {site[1]})" if site[1] else where
+    route = route_of(site[1])
+    return f"{where} (route {route})" if route else where
 
 
 def _gil_disabled() -> bool:
