@@ -451,7 +451,7 @@ async def test_broken_metrics_sink_does_not_break_the_app(
         calls += 1
         raise RuntimeError("metrics backend is down")
 
-    handle.tracker.observers.append(broken_sink)
+    handle.tracker.add_observer(broken_sink)
     caplog.set_level(logging.DEBUG, logger="poolwatch")
     try:
         for _ in range(5):

@@ -4,6 +4,7 @@ route names in leak reports, and /metrics served off the event loop."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -11,7 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 import sqlalchemy as sa
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -118,6 +119,13 @@ class App:
             self.leaked.append(session)
             return {"ok": "leaked"}
 
+        @app.get("/forget")
+        async def forget(request: Request) -> dict[str, str]:
+            # a connection parked on the request and never closed: only the garbage
+            # collector can give it back
+            request.state.conn = await self.engine.connect()
+            return {"ok": "forgotten"}
+
         app.add_route("/metrics", poolwatch.metrics_app(registry))
         app.add_middleware(poolwatch.RouteMiddleware)
         self.app = app
@@ -157,6 +165,25 @@ async def test_seed_000_connections_return_under_load(
         scrape = await client.get("/metrics")
         assert scrape.status_code == 200
         assert f'sqlalchemy_pool_checkouts_total{{pool="app"}} {checkouts}' in scrape.text
+    await client_app.engine.dispose()
+
+
+@pytest.mark.filterwarnings("ignore:The garbage collector is trying to clean up")
+async def test_connection_forgotten_on_the_request_is_still_collected(
+    client_app: App, registry: CollectorRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Leak detection must not keep what a leaked connection hangs on (the request's scope
+    # reaches it through request.state): SQLAlchemy's garbage-collection cleanup still
+    # gives the connection back, and poolwatch says so.
+    caplog.set_level(logging.WARNING, logger="poolwatch")
+    transport = httpx.ASGITransport(app=client_app.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+        assert (await client.get("/forget")).status_code == 200
+    gc.collect()
+    await asyncio.sleep(0.05)
+    assert client_app.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    assert value(registry, "sqlalchemy_pool_checked_out", "app") == 0
+    assert any("without being returned" in r.getMessage() for r in caplog.records)
     await client_app.engine.dispose()
 
 

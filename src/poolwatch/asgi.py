@@ -20,7 +20,7 @@ from urllib.parse import parse_qs
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from poolwatch.instrumentation.context import RouteTracking, current_scope
+from poolwatch.instrumentation.context import RequestScope, RouteTracking, current_request
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -143,8 +143,10 @@ class RouteMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        token = current_scope.set(scope)
+        request = RequestScope(scope)
+        token = current_request.set(request)
         try:
             await self.app(scope, receive, send)
         finally:
-            current_scope.reset(token)
+            request.scope = None  # copies of this context outlive the request (context.py)
+            current_request.reset(token)

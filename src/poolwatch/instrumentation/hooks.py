@@ -25,7 +25,7 @@ from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import Pool, QueuePool
 
-from poolwatch.instrumentation.context import RouteTracking, current_scope
+from poolwatch.instrumentation.context import RouteTracking, current_route
 from poolwatch.instrumentation.tracker import EXEMPLAR_MIN_SECONDS
 
 if TYPE_CHECKING:
@@ -75,12 +75,7 @@ def _make_connect(cls: type[Pool]) -> Callable[[Any], Any]:
         now = perf_counter()
         record = fairy._connection_record
         waited = now - started
-        if (
-            tracker.threaded
-            or tracker.observers
-            or tracker.fork_check is not None
-            or waited >= EXEMPLAR_MIN_SECONDS
-        ):
+        if not tracker.inline or waited >= EXEMPLAR_MIN_SECONDS:
             tracker.checkout_succeeded(record, started, now)
             return fairy
         try:  # PoolTracker.checkout_succeeded, inlined
@@ -96,10 +91,12 @@ def _make_connect(cls: type[Pool]) -> Callable[[Any], Any]:
                         tasks.get(get_running_loop()) if tasks is not None else tracker.capture()
                     )
                 except RuntimeError:  # an asyncio pool used outside its event loop
+                    holder = None
+                if holder is None:  # no task: a loop callback, or no loop at all
                     holder = threading.current_thread()
-                stats.sites[record] = (
+                record._poolwatch_site = (
                     holder,
-                    current_scope.get() if RouteTracking.enabled else None,
+                    current_route() if RouteTracking.enabled else None,
                 )
                 if stats.leaked:
                     stats.leaked.discard(record)
@@ -116,7 +113,7 @@ def _make_return_conn(cls: type[Pool]) -> Callable[[Any, Any], None]:
     def _return_conn(self: Any, record: Any) -> None:
         tracker: PoolTracker | None = self._poolwatch
         if tracker is not None:
-            if tracker.threaded or tracker.observers:
+            if not tracker.inline:
                 tracker.checked_in(record)
             else:
                 now = perf_counter()
@@ -130,7 +127,8 @@ def _make_return_conn(cls: type[Pool]) -> Callable[[Any, Any], None]:
                         hist.counts[index] += 1
                         hist.sum += held
                         if tracker.capture_sites:  # PoolTracker.check_returned_site, inlined
-                            site = stats.sites.pop(record, None)
+                            site = record._poolwatch_site
+                            record._poolwatch_site = None  # let go of the holder
                             if stats.leaked and record in stats.leaked:
                                 stats.leaked.discard(record)
                             elif held > tracker.leak_threshold:  # type: ignore[operator]

@@ -237,7 +237,10 @@ class MultiprocessWriter:
     def after_fork_in_parent(self) -> None:
         """A parent that forked before using the pool stops counting its capacity."""
         with self._lock:
-            if not any(self.tracker.stats.checkout_duration.counts):  # never checked out
+            stats = self.tracker.stats
+            with stats.lock:  # successful checkouts, as _live_gauges counts them
+                used = sum(stats.checkout_duration.counts) > stats.failed_checkouts
+            if not used:
                 self.dormant = True
         flusher.wake()
 

@@ -24,7 +24,6 @@ Two extras outside the conventions, so OpenTelemetry users see what Prometheus u
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import weakref
@@ -246,7 +245,7 @@ class OtelSink:
         self._instruments = _instruments_for(meter_provider)
         self._histograms = self._instruments.histograms
         self._instruments.add(self)
-        tracker.observers.append(self.observe)
+        tracker.add_observer(self.observe)
         flusher.add(self)
         forking.watch_sink(self)
 
@@ -276,8 +275,7 @@ class OtelSink:
         """Stop recording; buffered observations are recorded first."""
         if self.closed:
             return
-        with contextlib.suppress(ValueError):
-            self.tracker.observers.remove(self.observe)
+        self.tracker.remove_observer(self.observe)
         flusher.remove(self)
         forking.unwatch(self)
         self.flush()

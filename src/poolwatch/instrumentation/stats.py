@@ -108,10 +108,8 @@ class PoolStats:
     # ConnectionPoolEntry -> time.perf_counter() when it was handed out, for every
     # connection lent out now.
     active: dict[Any, float] = field(default_factory=dict)
-    # With leak detection: who holds each of those (asyncio task / thread, or the exact
-    # checkout callsite) and the ASGI scope (for the route); and the ones already reported
-    # as leaks.
-    sites: dict[Any, tuple[Any, Any]] = field(default_factory=dict)
+    # With leak detection, the ones already reported as leaks. (Who holds each connection
+    # is kept on its record: tracker.site_of.)
     leaked: set[Any] = field(default_factory=set)
 
     def snapshot(self, now: float) -> StatsSnapshot:

@@ -8,17 +8,18 @@ tracked until they come back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 import threading
 import weakref
 from bisect import bisect_left
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable
 from time import perf_counter, time
 from typing import TYPE_CHECKING, Any
 
 from poolwatch.instrumentation.callsite import capture_callsite, capture_holder, describe_holder
-from poolwatch.instrumentation.context import RouteTracking, current_scope, route_of
+from poolwatch.instrumentation.context import RouteTracking, current_route
 from poolwatch.instrumentation.exemplars import trace_labels
 from poolwatch.instrumentation.stats import PoolStats
 
@@ -27,8 +28,10 @@ if TYPE_CHECKING:
     from sqlalchemy.pool import Pool
 
 logger = logging.getLogger("poolwatch")
-# Who checked a connection out (task, thread or callsite) and the ASGI scope it served.
-Site = tuple[object, "MutableMapping[str, Any] | None"]
+# Who checked a connection out (task, thread or callsite) and the route it served. (The
+# route, not the ASGI scope: the scope reaches the request's session through
+# request.state, and keeping it would keep a leaked connection from being collected.)
+Site = tuple[object, "str | None"]
 _modules = sys.modules
 EXEMPLAR_MIN_SECONDS = 0.001
 _PY_CURRENT_TASKS: dict[Any, Any] | None = (
@@ -43,10 +46,11 @@ class PoolTracker:
         "__weakref__",
         "_engine_ref",
         "_error_logged",
+        "_fork_check",
         "capture",
         "capture_sites",
         "closed",
-        "fork_check",
+        "inline",
         "leak_threshold",
         "observers",
         "pool_listeners",
@@ -89,12 +93,15 @@ class PoolTracker:
         self.threaded = not engine.dialect.is_async or _gil_disabled()
         self.closed = False
         self._error_logged = False
-        # Extra per-observation sinks (OpenTelemetry, multiprocess); each gets
-        # (kind, seconds) with kind in {"checkout", "hold", "connect"}.
+        # Extra per-observation sinks (OpenTelemetry); each gets (kind, seconds) with kind
+        # in {"checkout", "hold", "connect"}. Changed through add/remove_observer.
         self.observers: list[Callable[[str, float], None]] = []
         # Set in a forked child whose pool held connections at fork (see forking.py);
         # called once, on the child's first checkout.
-        self.fork_check: Callable[[PoolTracker], None] | None = None
+        self._fork_check: Callable[[PoolTracker], None] | None = None
+        # True while the pool hooks may do this tracker's bookkeeping inline (hooks.py):
+        # no lock needed, no observer, no fork check pending.
+        self.inline = not self.threaded
         # The pool event listeners (hooks.py), created once so that every pool this tracker
         # adopts shares them and detach can remove exactly these.
         self.pool_listeners: dict[str, Callable[..., None]] | None = None
@@ -117,6 +124,30 @@ class PoolTracker:
         """Value of the ``pool`` label."""
         return self.stats.name
 
+    @property
+    def fork_check(self) -> Callable[[PoolTracker], None] | None:
+        """The inherited-connections check a forked child runs on its first checkout."""
+        return self._fork_check
+
+    @fork_check.setter
+    def fork_check(self, check: Callable[[PoolTracker], None] | None) -> None:
+        self._fork_check = check
+        self._update_inline()
+
+    def add_observer(self, observer: Callable[[str, float], None]) -> None:
+        """Also send every (kind, seconds) observation to ``observer``."""
+        self.observers.append(observer)
+        self._update_inline()
+
+    def remove_observer(self, observer: Callable[[str, float], None]) -> None:
+        """Stop sending observations to ``observer`` (no error if it was not there)."""
+        with contextlib.suppress(ValueError):
+            self.observers.remove(observer)
+        self._update_inline()
+
+    def _update_inline(self) -> None:
+        self.inline = not self.threaded and not self.observers and self._fork_check is None
+
     # --- hot path -----------------------------------------------------------------------
 
     def checkout_succeeded(self, record: Any, started: float, now: float | None = None) -> None:
@@ -129,8 +160,8 @@ class PoolTracker:
         try:
             stats = self.stats
             waited = now - started
-            if self.fork_check is not None:
-                self.fork_check(self)
+            if self._fork_check is not None:
+                self._fork_check(self)
             # Exemplars link *slow* checkouts to their traces; a sub-millisecond checkout
             # is not worth a context lookup (~1 us), nor is any without OpenTelemetry.
             exemplar = (
@@ -152,10 +183,12 @@ class PoolTracker:
                     try:
                         holder = self.capture()
                     except RuntimeError:  # an asyncio pool used outside its event loop
+                        holder = None
+                    if holder is None:  # no task: a loop callback, or no loop at all
                         holder = threading.current_thread()
-                    stats.sites[record] = (
+                    record._poolwatch_site = (
                         holder,
-                        current_scope.get() if RouteTracking.enabled else None,
+                        current_route() if RouteTracking.enabled else None,
                     )
                     if stats.leaked:
                         # a record is reused: a leak flag left by a racing scan must not
@@ -217,7 +250,8 @@ class PoolTracker:
     def check_returned_site(self, record: Any, held: float) -> None:
         """Leak detection's part of a checkin: forget the holder, report a long hold once."""
         stats = self.stats
-        site = stats.sites.pop(record, None)
+        site = site_of(record)
+        record._poolwatch_site = None  # let go of the holder
         if stats.leaked and record in stats.leaked:
             stats.leaked.discard(record)  # already reported by the scan
         elif self.leak_threshold is not None and held > self.leak_threshold:
@@ -287,7 +321,7 @@ class PoolTracker:
         try:
             if record not in self.stats.active:
                 return
-            site = self.stats.sites.get(record)
+            site = site_of(record)
             self.checked_in(record)
             logger.warning(
                 "poolwatch: a connection of pool %r left the pool without being returned "
@@ -316,7 +350,7 @@ class PoolTracker:
             ):
                 stats.leaked.add(record)
                 found += 1
-                self.report_leak(stats.sites.get(record), held, returned=False)
+                self.report_leak(site_of(record), held, returned=False)
         return found
 
     def report_leak(
@@ -352,12 +386,21 @@ class PoolTracker:
             logger.debug("poolwatch: internal error (pool %r)", self.name, exc_info=True)
 
 
+def site_of(record: Any) -> Site | None:
+    """Who checked ``record`` out and for which request (with leak detection on).
+
+    Kept on the pool's connection record itself (SQLAlchemy's records have a
+    ``__dict__``): an attribute store costs a third of a dict entry added and removed.
+    """
+    site: Site | None = getattr(record, "_poolwatch_site", None)
+    return site
+
+
 def _describe(site: Site | None) -> str:
     if site is None:
         return "unknown location"
     where = describe_holder(site[0])
-    route = route_of(site[1])
-    return f"{where} (route {route})" if route else where
+    return f"{where} (route {site[1]})" if site[1] else where
 
 
 def _gil_disabled() -> bool:
