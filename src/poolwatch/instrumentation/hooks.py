@@ -21,6 +21,7 @@ from collections.abc import Callable
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
+import sqlalchemy.pool.base
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import Pool, QueuePool
@@ -43,8 +44,18 @@ if TYPE_CHECKING:
 # else goes through those methods.
 
 
+# Pool.connect is ``return _ConnectionFairy._checkout(self)`` and Pool._return_conn is
+# ``self._do_return_conn(record)`` (SQLAlchemy 1.4 to 2.1): where a pool class keeps them,
+# the hooks call what they call, saving a Python frame per checkout and per checkin.
+_FAIRY_CHECKOUT: Callable[[Any], Any] | None = getattr(
+    getattr(sqlalchemy.pool.base, "_ConnectionFairy", None), "_checkout", None
+)
+
+
 def _make_connect(cls: type[Pool]) -> Callable[[Any], Any]:
-    original_connect = cls.connect
+    original_connect: Callable[[Any], Any] = cls.connect
+    if cls.connect is Pool.connect and _FAIRY_CHECKOUT is not None:
+        original_connect = _FAIRY_CHECKOUT
     # QueuePool / AsyncAdaptedQueuePool under asyncio: whether the caller will wait is
     # decided here (one thread: no race), and timeouts counted. A thread-shared QueuePool
     # does both in _do_get instead (see _make_blocking_do_get).
@@ -108,7 +119,9 @@ def _make_connect(cls: type[Pool]) -> Callable[[Any], Any]:
 
 
 def _make_return_conn(cls: type[Pool]) -> Callable[[Any, Any], None]:
-    original_return_conn = cls._return_conn
+    original_return_conn: Callable[[Any, Any], None] = cls._return_conn
+    if cls._return_conn is Pool._return_conn and hasattr(cls, "_do_return_conn"):
+        original_return_conn = cls._do_return_conn
 
     def _return_conn(self: Any, record: Any) -> None:
         tracker: PoolTracker | None = self._poolwatch
