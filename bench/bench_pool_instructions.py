@@ -34,7 +34,8 @@ import asyncio, sys
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import create_async_engine
 import poolwatch
-variant, n, tasks, url = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+variant, n, tasks, url, workload = sys.argv[1:6]
+n, tasks = int(n), int(tasks)
 
 async def main():
     engine = create_async_engine(url, pool_size=10, max_overflow=5)
@@ -59,10 +60,30 @@ async def main():
             setattr(st, name, scaled)
         hooks.EXEMPLAR_MIN_SECONDS = tracker.EXEMPLAR_MIN_SECONDS = 0.05
 
-    async def worker(k):
-        for _ in range(k):
-            async with engine.connect():
-                pass
+    if workload == "endpoint":
+        import httpx
+        import sqlalchemy as sa
+        from fastapi import FastAPI
+
+        app = FastAPI()
+
+        @app.get("/one")
+        async def one():
+            async with engine.connect() as conn:
+                return {"v": (await conn.execute(sa.text("select 1"))).scalar_one()}
+
+        if variant != "bare":
+            app.add_middleware(poolwatch.RouteMiddleware)
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://b")
+
+        async def worker(k):
+            for _ in range(k):
+                assert (await client.get("/one")).status_code == 200
+    else:
+        async def worker(k):
+            for _ in range(k):
+                async with engine.connect():
+                    pass
 
     await asyncio.gather(*(worker(200 // tasks) for _ in range(tasks)))
     await asyncio.gather(*(worker(n // tasks) for _ in range(tasks)))
@@ -80,7 +101,9 @@ VARIANTS = (
 )
 
 
-def count(script: Path, variant: str, n: int, tasks: int, url: str, out: Path) -> int:
+def count(
+    script: Path, variant: str, n: int, tasks: int, url: str, workload: str, out: Path
+) -> int:
     result = subprocess.run(
         [
             "valgrind",
@@ -92,6 +115,7 @@ def count(script: Path, variant: str, n: int, tasks: int, url: str, out: Path) -
             str(n),
             str(tasks),
             url,
+            workload,
         ],
         capture_output=True,
         text=True,
@@ -112,6 +136,14 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=300)
     parser.add_argument("--large", type=int, default=1300)
     parser.add_argument("--concurrency", type=int, default=1, help="tasks sharing the pool")
+    parser.add_argument(
+        "--workload",
+        choices=("checkout", "endpoint"),
+        default="checkout",
+        help="checkout: `async with engine.connect(): pass`; endpoint: a FastAPI GET doing "
+        "SELECT 1 through httpx's in-process ASGI transport (poolwatch variants add "
+        "RouteMiddleware)",
+    )
     parser.add_argument(
         "--repeat",
         type=int,
@@ -140,6 +172,7 @@ def main() -> None:
                             job[1],
                             args.concurrency,
                             url,
+                            args.workload,
                             Path(tmp) / f"cg.{job[0]}.{job[1]}.{job[2]}",
                         ),
                         jobs,
@@ -156,8 +189,13 @@ def main() -> None:
         for v in variants
     }
     per_op = {v: statistics.median(values) for v, values in runs.items()}
+    what = (
+        "`async with engine.connect(): pass`"
+        if args.workload == "checkout"
+        else "FastAPI GET /one (SELECT 1)"
+    )
     print(
-        f"instructions per `async with engine.connect(): pass`, {args.concurrency} task(s), "
+        f"instructions per {what}, {args.concurrency} task(s), "
         f"({args.large} - {args.small} operations), median of {args.repeat} runs"
     )
     for v in variants:
