@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 
 # Pool.connect is ``return _ConnectionFairy._checkout(self)`` and Pool._return_conn is
-# ``self._do_return_conn(record)`` (SQLAlchemy 1.4 to 2.1): where a pool class keeps them,
+# ``self._do_return_conn(record)`` (SQLAlchemy 2.0 and 2.1): where a pool class keeps them,
 # the hooks call what they call, saving a Python frame per checkout and per checkin.
 _FAIRY_CHECKOUT: Callable[[Any], Any] | None = getattr(
     getattr(sqlalchemy.pool.base, "_ConnectionFairy", None), "_checkout", None
