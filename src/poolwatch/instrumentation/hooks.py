@@ -95,7 +95,7 @@ def _make_connect(cls: type[Pool]) -> Callable[[Any], Any]:
             hist.counts[0 if waited <= hist.first else bisect_left(hist.bounds, waited)] += 1
             hist.sum += waited
             stats.active[record] = now
-            if tracker.capture_sites:
+            if tracker.capture_sites:  # PoolTracker.remember_site, inlined
                 tasks = tracker.running_tasks
                 try:
                     holder = (

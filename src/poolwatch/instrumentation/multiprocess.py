@@ -239,7 +239,7 @@ class MultiprocessWriter:
         with self._lock:
             stats = self.tracker.stats
             with stats.lock:  # successful checkouts, as _live_gauges counts them
-                used = sum(stats.checkout_duration.counts) > stats.failed_checkouts
+                used = stats.successful_checkouts() > 0
             if not used:
                 self.dormant = True
         flusher.wake()

@@ -112,6 +112,10 @@ class PoolStats:
     # is kept on its record: tracker.site_of.)
     leaked: set[Any] = field(default_factory=set)
 
+    def successful_checkouts(self) -> int:
+        """Checkouts that got a connection (call with ``lock`` held)."""
+        return sum(self.checkout_duration.counts) - self.failed_checkouts
+
     def snapshot(self, now: float) -> StatsSnapshot:
         """Copy everything (``now`` is a ``time.perf_counter()`` value).
 
@@ -121,10 +125,11 @@ class PoolStats:
         """
         with self.lock:
             oldest = min(list(self.active.values()), default=None)
+            checkouts = self.successful_checkouts()
             checkout_duration = self.checkout_duration.copy()
             hold_duration = self.hold_duration.copy()
             return StatsSnapshot(
-                checkouts=sum(checkout_duration.counts) - self.failed_checkouts,
+                checkouts=checkouts,
                 checkins=sum(hold_duration.counts),
                 timeouts=self.timeouts,
                 connect_errors=self.connect_errors,
