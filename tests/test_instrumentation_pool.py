@@ -9,6 +9,7 @@ import logging
 import re
 import sys
 import warnings
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -16,7 +17,8 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import event
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool, StaticPool
+from sqlalchemy.pool import AsyncAdaptedQueuePool, NullPool, StaticPool
+from sqlalchemy.util.queue import AsyncAdaptedQueue, QueueCommon
 
 import poolwatch
 from support import PgTarget, terminate_backend, wait_for_sample
@@ -87,8 +89,49 @@ async def test_default_name_has_no_credentials(pg: PgTarget, registry: Collector
         await engine.dispose()
 
 
-async def test_exhaustion_waiters_and_timeout(pg: PgTarget, registry: CollectorRegistry) -> None:
-    engine = create_async_engine(pg.url(), pool_size=2, max_overflow=1, pool_timeout=0.5)
+class _WrappedQueue(QueueCommon[Any]):
+    """An asyncio pool queue poolwatch does not know (it cannot look inside for waiters)."""
+
+    def __init__(self, maxsize: int = 0, use_lifo: bool = False) -> None:
+        self._inner: AsyncAdaptedQueue[Any] = AsyncAdaptedQueue(maxsize, use_lifo)
+        self.maxsize = maxsize
+        self.use_lifo = use_lifo
+
+    def empty(self) -> bool:
+        return self._inner.empty()
+
+    def full(self) -> bool:
+        return bool(self._inner.full())
+
+    def qsize(self) -> int:
+        return int(self._inner.qsize())
+
+    def put_nowait(self, item: Any) -> None:
+        self._inner.put_nowait(item)
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        self._inner.put(item, block, timeout)
+
+    def get_nowait(self) -> Any:
+        return self._inner.get_nowait()
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        return self._inner.get(block, timeout)
+
+
+class _UnknownQueuePool(AsyncAdaptedQueuePool):
+    _queue_class = _WrappedQueue  # type: ignore[assignment]
+
+
+# Waiters of SQLAlchemy's asyncio queue are counted from the queue itself; a queue of
+# another make has them counted by the checkout hook instead. Both must read the same.
+@pytest.mark.parametrize("poolclass", [AsyncAdaptedQueuePool, _UnknownQueuePool])
+async def test_exhaustion_waiters_and_timeout(
+    pg: PgTarget, registry: CollectorRegistry, poolclass: type[AsyncAdaptedQueuePool]
+) -> None:
+    engine = create_async_engine(
+        pg.url(), poolclass=poolclass, pool_size=2, max_overflow=1, pool_timeout=0.5
+    )
     poolwatch.instrument(engine, name="tight", registry=registry)
     conns = await hold(engine, 3)
     try:
@@ -121,10 +164,13 @@ async def test_exhaustion_waiters_and_timeout(pg: PgTarget, registry: CollectorR
         await engine.dispose()
 
 
+@pytest.mark.parametrize("poolclass", [AsyncAdaptedQueuePool, _UnknownQueuePool])
 async def test_cancelled_waiter_leaves_waiting_correct(
-    pg: PgTarget, registry: CollectorRegistry
+    pg: PgTarget, registry: CollectorRegistry, poolclass: type[AsyncAdaptedQueuePool]
 ) -> None:
-    engine = create_async_engine(pg.url(), pool_size=1, max_overflow=0, pool_timeout=30)
+    engine = create_async_engine(
+        pg.url(), poolclass=poolclass, pool_size=1, max_overflow=0, pool_timeout=30
+    )
     poolwatch.instrument(engine, name="cancel", registry=registry)
     conns = await hold(engine, 1)
     try:
@@ -136,6 +182,13 @@ async def test_cancelled_waiter_leaves_waiting_correct(
             await waiter
         assert value(registry, "sqlalchemy_pool_waiting", "cancel") == 0
         assert value(registry, "sqlalchemy_pool_timeouts_total", "cancel") == 0
+        assert value(registry, "sqlalchemy_pool_checked_out", "cancel") == 1
+        # A waiter woken by a returned connection stops counting once it has it.
+        waiter = asyncio.create_task(hold(engine, 1))
+        await wait_for_sample(registry, "sqlalchemy_pool_waiting", "cancel", 1, tries=50)
+        await conns.pop().close()
+        conns = await waiter
+        assert value(registry, "sqlalchemy_pool_waiting", "cancel") == 0
         assert value(registry, "sqlalchemy_pool_checked_out", "cancel") == 1
     finally:
         for conn in conns:

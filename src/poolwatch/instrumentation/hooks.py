@@ -25,6 +25,7 @@ import sqlalchemy.pool.base
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import Pool, QueuePool
+from sqlalchemy.util.queue import AsyncAdaptedQueue
 
 from poolwatch.instrumentation.context import RouteTracking, current_route
 from poolwatch.instrumentation.tracker import EXEMPLAR_MIN_SECONDS
@@ -56,10 +57,13 @@ def _make_connect(cls: type[Pool]) -> Callable[[Any], Any]:
     original_connect: Callable[[Any], Any] = cls.connect
     if cls.connect is Pool.connect and _FAIRY_CHECKOUT is not None:
         original_connect = _FAIRY_CHECKOUT
-    # QueuePool / AsyncAdaptedQueuePool under asyncio: whether the caller will wait is
-    # decided here (one thread: no race), and timeouts counted. A thread-shared QueuePool
-    # does both in _do_get instead (see _make_blocking_do_get).
-    counts_waiters = issubclass(cls, QueuePool) and cls._is_asyncio
+    # An asyncio QueuePool's timeouts are counted here; a thread-shared QueuePool counts
+    # them, and its waiters, in _do_get instead (see _make_blocking_do_get). Waiters of an
+    # asyncio pool are read from its queue at scrape time (waiting_callers), which costs
+    # the checkout nothing; only a queue of unknown make has them counted here, where the
+    # caller's wait is decided (one thread: no race).
+    counts_timeouts = issubclass(cls, QueuePool) and cls._is_asyncio
+    counts_waiters = counts_timeouts and not _reports_waiters(cls)
 
     def connect(self: Any) -> Any:
         tracker: PoolTracker | None = self._poolwatch
@@ -77,7 +81,7 @@ def _make_connect(cls: type[Pool]) -> Callable[[Any], Any]:
         except BaseException as exc:
             if waits:
                 tracker.wait_ended()
-            if counts_waiters and isinstance(exc, sa_exc.TimeoutError):
+            if counts_timeouts and isinstance(exc, sa_exc.TimeoutError):
                 tracker.timed_out()
             tracker.checkout_failed(started)
             raise
@@ -189,6 +193,39 @@ def _make_blocking_do_get(cls: type[Pool]) -> Callable[[Any], Any]:
             tracker.wait_ended()
 
     return _do_get
+
+
+def _reports_waiters(cls: type[Any]) -> bool:
+    """Whether ``cls``'s queue is SQLAlchemy's asyncio one, whose waiters we can count.
+
+    ``AsyncAdaptedQueue`` (SQLAlchemy 2.0 and 2.1) keeps an ``asyncio.Queue`` as ``_queue``
+    (created on first use); a caller blocked on the pool awaits that queue's ``get()``,
+    which keeps one future per blocked caller in ``_getters`` and removes it when the
+    caller is woken, times out or is cancelled.
+    """
+    queue_class = getattr(cls, "_queue_class", None)
+    return isinstance(queue_class, type) and issubclass(queue_class, AsyncAdaptedQueue)
+
+
+def waiting_callers(tracker: PoolTracker) -> int:
+    """Callers blocked waiting for a connection of ``tracker``'s current pool now."""
+    counted = max(0, tracker.stats.waiting)  # thread-shared pools, unknown queues
+    pool = tracker.pool
+    queue = getattr(pool, "_pool", None)
+    if not isinstance(queue, AsyncAdaptedQueue) or not _reports_waiters(type(pool)):
+        return counted
+    # ``_queue`` is created on first use; until then nobody can be waiting on it.
+    asyncio_queue = queue.__dict__.get("_queue")
+    getters = getattr(asyncio_queue, "_getters", None)
+    if getters is None:
+        return counted
+    # A getter cancelled a moment ago is done but still listed until its task runs again.
+    # (Copied first, in one C call: a scrape may run in another thread than the loop.)
+    try:
+        pending = tuple(getters)
+    except RuntimeError:  # changed while copied (only possible without the GIL)
+        return counted
+    return counted + sum(1 for getter in pending if not getter.done())
 
 
 _subclasses: dict[type[Pool], type[Pool]] = {}

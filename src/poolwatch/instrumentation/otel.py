@@ -39,6 +39,7 @@ from sqlalchemy.pool import QueuePool
 from poolwatch._version import __version__
 from poolwatch.instrumentation import forking
 from poolwatch.instrumentation.flusher import flusher
+from poolwatch.instrumentation.hooks import waiting_callers
 from poolwatch.instrumentation.tracker import PoolTracker
 from poolwatch.metric_names import DURATION_BUCKETS
 
@@ -196,8 +197,7 @@ class _Instruments:
 
     def _pending(self, options: CallbackOptions) -> Iterable[Observation]:
         return [
-            Observation(max(0, s.tracker.stats.waiting), s.attributes)
-            for s, _ in self._queue_pools()
+            Observation(waiting_callers(s.tracker), s.attributes) for s, _ in self._queue_pools()
         ]
 
     def _timeouts(self, options: CallbackOptions) -> Iterable[Observation]:

@@ -24,6 +24,7 @@ from prometheus_client.samples import Exemplar
 from sqlalchemy.pool import QueuePool
 
 from poolwatch import metric_names as m
+from poolwatch.instrumentation.hooks import waiting_callers
 from poolwatch.instrumentation.stats import Histogram, StatsSnapshot
 from poolwatch.instrumentation.tracker import PoolTracker
 
@@ -43,7 +44,7 @@ def pool_gauges(tracker: PoolTracker) -> dict[str, float]:
         values[m.POOL_CHECKED_OUT.name] = pool.checkedout()
         values[m.POOL_IDLE.name] = pool.checkedin()
         values[m.POOL_OVERFLOW.name] = max(0, pool.overflow())
-        values[m.POOL_WAITING.name] = max(0, tracker.stats.waiting)
+        values[m.POOL_WAITING.name] = waiting_callers(tracker)
     else:
         with tracker.stats.lock:
             values[m.POOL_CHECKED_OUT.name] = len(tracker.stats.active)
