@@ -14,6 +14,7 @@ Rare events (invalidation, detach) use ordinary pool event listeners, which
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 from asyncio import get_running_loop
 from bisect import bisect_left
@@ -33,6 +34,7 @@ from poolwatch.instrumentation.tracker import EXEMPLAR_MIN_SECONDS
 if TYPE_CHECKING:
     from poolwatch.instrumentation.tracker import PoolTracker
 
+_modules = sys.modules
 
 # The hooked methods, made per pool class: each calls the original class's method, bound
 # once here (the subclass has a single base, the original class: a mixin base would
@@ -90,7 +92,11 @@ def _make_connect(cls: type[Pool]) -> Callable[[Any], Any]:
         now = perf_counter()
         record = fairy._connection_record
         waited = now - started
-        if not tracker.inline or waited >= EXEMPLAR_MIN_SECONDS:
+        # A slow checkout may carry an exemplar (PoolTracker.checkout_succeeded), but only
+        # once OpenTelemetry's trace API is loaded: without it, slow is common too.
+        if not tracker.inline or (
+            waited >= EXEMPLAR_MIN_SECONDS and "opentelemetry.trace" in _modules
+        ):
             tracker.checkout_succeeded(record, started, now)
             return fairy
         try:  # PoolTracker.checkout_succeeded, inlined
