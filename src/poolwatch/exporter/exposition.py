@@ -5,22 +5,67 @@ and counter families the exporter makes.
 which at a few hundred series costs more than the database query (its OpenMetrics encoder,
 the format Prometheus asks for first, about eight times what :func:`render` takes). The
 families here are built from the metric contract (label names known valid), so only
-values need escaping. The output is byte-for-byte what ``prometheus_client`` produces for
-the same families, a test checks both formats.
+values need escaping; and the exporter's own :class:`Family` keeps label values as tuples
+(label names once per family) instead of a ``Sample`` with a dict per series. The output
+is byte-for-byte what ``prometheus_client`` produces for the same families, a test checks
+both formats.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from prometheus_client.core import Metric
+from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
 _number: Callable[[Any], str] = floatToGoString  # Go's float formatting, as Prometheus parses it
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_EOF = b"# EOF\n"  # ends an OpenMetrics exposition, once, after every family
+
+
+class Family:
+    """A gauge or counter family: label names once, then (label values, value) points.
+
+    Reads like a ``prometheus_client`` metric family (``name``, ``documentation``,
+    ``type``, ``unit``, ``samples``), so a registry or its encoders take it as one, while
+    :func:`render` encodes it straight from the points.
+    """
+
+    __slots__ = ("documentation", "label_names", "name", "points", "type")
+    unit = ""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        type_: str,
+        label_names: Sequence[str] = (),
+        points: list[tuple[tuple[str, ...], float]] | None = None,
+    ) -> None:
+        # like prometheus_client: a counter family is named without its ``_total``
+        self.name = name.removesuffix("_total") if type_ == "counter" else name
+        self.documentation = documentation
+        self.type = type_
+        self.label_names = tuple(label_names)
+        self.points: list[tuple[tuple[str, ...], float]] = [] if points is None else points
+
+    def add_metric(self, labels: Sequence[str], value: float) -> None:
+        """One more series: its label values (in ``label_names`` order) and value."""
+        self.points.append((tuple(labels), float(value)))
+
+    @property
+    def sample_name(self) -> str:
+        """The name its series carry (a counter's ends in ``_total``)."""
+        return self.name + "_total" if self.type == "counter" else self.name
+
+    @property
+    def samples(self) -> list[Sample]:
+        """The points as ``prometheus_client`` samples."""
+        name, names = self.sample_name, self.label_names
+        return [Sample(name, dict(zip(names, values, strict=True)), v) for values, v in self.points]
 
 
 def _escape_help(text: str) -> str:
@@ -33,7 +78,7 @@ def _escape_value(text: str) -> str:
     return text
 
 
-def render(families: Iterable[Metric], openmetrics: bool = False) -> bytes:
+def render(families: Iterable[Metric | Family], openmetrics: bool = False) -> bytes:
     """``families`` in the text format, or in OpenMetrics without the closing ``# EOF``.
 
     The two differ only in the family header: the text format names a counter family
@@ -45,6 +90,9 @@ def render(families: Iterable[Metric], openmetrics: bool = False) -> bytes:
     for fam in families:
         name = fam.name + "_total" if fam.type == "counter" and not openmetrics else fam.name
         out.append(f"# HELP {name} {help_escape(fam.documentation)}\n# TYPE {name} {fam.type}\n")
+        if isinstance(fam, Family):
+            _render_points(fam, out)
+            continue
         for sample in fam.samples:
             if sample.labels:
                 labels = ",".join(
@@ -57,11 +105,29 @@ def render(families: Iterable[Metric], openmetrics: bool = False) -> bytes:
     return "".join(out).encode("utf-8")
 
 
-def render_text(families: Iterable[Metric]) -> bytes:
+def _render_points(fam: Family, out: list[str]) -> None:
+    sample_name, names = fam.sample_name, fam.label_names
+    # prometheus_client writes labels sorted by name
+    order = sorted(range(len(names)), key=names.__getitem__)
+    opening = [f'{names[i]}="' for i in order]
+    for values, value in fam.points:
+        # repr is Go's formatting for every finite float below 1e6 (floatToGoString
+        # switches to an exponent from there on, and spells infinities and NaN its way)
+        number = repr(value) if -1e6 < value < 1e6 else _number(value)
+        if names:
+            labels = '",'.join(
+                [start + _escape_value(values[i]) for start, i in zip(opening, order, strict=True)]
+            )
+            out.append(f'{sample_name}{{{labels}"}} {number}\n')
+        else:
+            out.append(f"{sample_name} {number}\n")
+
+
+def render_text(families: Iterable[Metric | Family]) -> bytes:
     """The text exposition (0.0.4) of ``families``."""
     return render(families)
 
 
-def render_openmetrics(families: Iterable[Metric]) -> bytes:
+def render_openmetrics(families: Iterable[Metric | Family]) -> bytes:
     """The complete OpenMetrics exposition of ``families`` (with ``# EOF``)."""
     return render(families, openmetrics=True) + OPENMETRICS_EOF

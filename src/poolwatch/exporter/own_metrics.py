@@ -6,8 +6,6 @@ import platform
 import time
 from collections.abc import Iterator
 
-from prometheus_client.core import Metric
-
 from .. import __version__
 from ..metric_names import (
     EXPORTER_BUILD_INFO,
@@ -19,10 +17,11 @@ from ..metric_names import (
     PG_UP,
 )
 from .collectors.base import counter, gauge
+from .exposition import Family
 from .scraper import Scraper, Snapshot
 
 
-def collect_own(scraper: Scraper, snap: Snapshot) -> Iterator[Metric]:
+def collect_own(scraper: Scraper, snap: Snapshot) -> Iterator[Family]:
     """pg_up, build info, scrape duration/errors, queries, connections, snapshot age."""
     up = gauge(PG_UP)
     up.add_metric([], 1.0 if snap.up else 0.0)

@@ -13,11 +13,9 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from prometheus_client.core import Metric
-
 from .collectors import collect_all, make_sql_builder
 from .database import Database, DatabaseUnavailable
-from .exposition import render
+from .exposition import Family, render
 
 log = logging.getLogger("poolwatch.exporter.scraper")
 
@@ -27,7 +25,7 @@ class Snapshot:
     """The result of one database scrape."""
 
     up: bool
-    families: list[Metric] = field(default_factory=list)
+    families: list[Family] = field(default_factory=list)
     duration: float = 0.0
     taken_at: float = field(default_factory=time.monotonic)
     error: str | None = None

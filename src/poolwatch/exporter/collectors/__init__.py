@@ -14,9 +14,8 @@ from collections.abc import Callable, Iterator, Mapping
 from types import ModuleType
 from typing import Any
 
-from prometheus_client.core import Metric
-
 from ..database import Features
+from ..exposition import Family
 from . import connections, locks, sessions, transactions
 from .base import LabelFolder, rows
 
@@ -76,7 +75,7 @@ def make_sql_builder(stale_threshold: float) -> Callable[[Features], str]:
     return sql_for
 
 
-def collect_all(row: Mapping[str, Any], top_n: int) -> list[Metric]:
+def collect_all(row: Mapping[str, Any], top_n: int) -> list[Family]:
     """Every collector's metric families for one result row, labels folded to ``top_n``."""
     data = {key: json.loads(v) if isinstance(v, str) else v for key, v in row.items()}
     raw = rows(data, "sessions")
@@ -85,9 +84,9 @@ def collect_all(row: Mapping[str, Any], top_n: int) -> list[Metric]:
     groups = sessions.build_groups(raw, fold)
     data[sessions.GROUPS_KEY] = groups
     data[sessions.CLIENT_GROUPS_KEY] = [g for g in groups if g.client]
-    families: list[Metric] = []
+    families: list[Family] = []
     for module in COLLECTORS.values():
-        collect: Callable[[Mapping[str, Any], LabelFolder], Iterator[Metric]] = module.collect
+        collect: Callable[[Mapping[str, Any], LabelFolder], Iterator[Family]] = module.collect
         families.extend(collect(data, fold))
     return families
 

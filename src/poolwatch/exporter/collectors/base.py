@@ -7,19 +7,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
 from ...metric_names import OTHER_LABEL_VALUE, MetricSpec
+from ..exposition import Family
 
 
-def gauge(spec: MetricSpec) -> GaugeMetricFamily:
+def gauge(spec: MetricSpec) -> Family:
     """An empty gauge family for ``spec`` (name, HELP and label names from the contract)."""
-    return GaugeMetricFamily(spec.name, spec.help, labels=list(spec.labels))
+    return Family(spec.name, spec.help, "gauge", spec.labels)
 
 
-def counter(spec: MetricSpec) -> CounterMetricFamily:
+def counter(spec: MetricSpec) -> Family:
     """An empty counter family for ``spec``."""
-    return CounterMetricFamily(spec.name, spec.help, labels=list(spec.labels))
+    return Family(spec.name, spec.help, "counter", spec.labels)
 
 
 def rows(row: Mapping[str, Any], column: str) -> list[list[Any]]:
@@ -80,9 +79,7 @@ def add_max(into: dict[tuple[str, ...], float], key: tuple[str, ...], value: Any
     into[key] = max(into.get(key, 0.0), float(value))
 
 
-def family(spec: MetricSpec, values: Mapping[tuple[str, ...], float]) -> GaugeMetricFamily:
+def family(spec: MetricSpec, values: Mapping[tuple[str, ...], float]) -> Family:
     """A gauge family for ``spec`` with one sample per label key, in sorted order."""
-    metric = gauge(spec)
-    for key in sorted(values):
-        metric.add_metric(list(key), values[key])
-    return metric
+    points = [(key, float(values[key])) for key in sorted(values)]
+    return Family(spec.name, spec.help, "gauge", spec.labels, points)

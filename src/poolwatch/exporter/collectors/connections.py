@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from prometheus_client.core import Metric
-
 from ...metric_names import PG_MAX_CONNECTIONS, PG_RESERVED_CONNECTIONS
 from ..database import Features
+from ..exposition import Family
 from .base import LabelFolder, gauge
 
 NAME = "connections"
@@ -29,7 +28,7 @@ def columns(features: Features) -> str:
     return SQL
 
 
-def collect(row: Mapping[str, Any], fold: LabelFolder) -> Iterator[Metric]:
+def collect(row: Mapping[str, Any], fold: LabelFolder) -> Iterator[Family]:
     """pg_max_connections and pg_reserved_connections."""
     for spec, column in (
         (PG_MAX_CONNECTIONS, "max_connections"),

@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from prometheus_client.core import Metric
-
 from ...metric_names import (
     PG_BLOCKED_SESSIONS,
     PG_BLOCKING_SESSIONS,
@@ -20,6 +18,7 @@ from ...metric_names import (
     PG_LOCK_WAITING_SESSIONS,
 )
 from ..database import Features
+from ..exposition import Family
 from .base import LabelFolder, add_max, add_sum, family, rows
 
 NAME = "locks"
@@ -62,7 +61,7 @@ def columns(features: Features) -> str:
     return SQL.format(wait_start="a.state_change", waitstart_join="")
 
 
-def collect(row: Mapping[str, Any], fold: LabelFolder) -> Iterator[Metric]:
+def collect(row: Mapping[str, Any], fold: LabelFolder) -> Iterator[Family]:
     """pg_lock_waiting_sessions, pg_lock_wait_max_seconds, pg_blocked/blocking_sessions."""
     waiting: dict[tuple[str, ...], float] = {}
     blocked: dict[tuple[str, ...], float] = {}

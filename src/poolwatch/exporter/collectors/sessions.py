@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
-from prometheus_client.core import Metric
-
 from ...metric_names import (
     EXPORTER_HIDDEN_SESSIONS,
     EXPORTER_SEES_ALL_SESSIONS,
@@ -21,6 +19,7 @@ from ...metric_names import (
     PG_SESSIONS,
 )
 from ..database import Features
+from ..exposition import Family
 from .base import LabelFolder, add_sum, family, gauge, rows
 
 NAME = "sessions"
@@ -150,7 +149,7 @@ def session_groups(row: Mapping[str, Any]) -> list[Group]:
     return cached if cached is not None else [g for g in all_groups(row) if g.client]
 
 
-def collect(row: Mapping[str, Any], fold: LabelFolder) -> Iterator[Metric]:
+def collect(row: Mapping[str, Any], fold: LabelFolder) -> Iterator[Family]:
     """pg_sessions, pg_backends and the visibility metrics."""
     sessions: dict[tuple[str, ...], float] = {}
     for g in session_groups(row):

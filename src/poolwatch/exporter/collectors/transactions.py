@@ -14,8 +14,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from prometheus_client.core import Metric
-
 from ...metric_names import (
     PG_IDLE_IN_TRANSACTION_MAX_AGE_SECONDS,
     PG_IDLE_IN_TRANSACTION_MAX_IDLE_SECONDS,
@@ -25,6 +23,7 @@ from ...metric_names import (
     PG_TRANSACTION_MAX_AGE_SECONDS,
 )
 from ..database import Features
+from ..exposition import Family
 from .base import LabelFolder, add_max, add_sum, family
 from .sessions import UNKNOWN_STATE, session_groups
 
@@ -39,7 +38,7 @@ def columns(features: Features) -> str:
     return SQL
 
 
-def collect(row: Mapping[str, Any], fold: LabelFolder) -> Iterator[Metric]:
+def collect(row: Mapping[str, Any], fold: LabelFolder) -> Iterator[Family]:
     """The idle-in-transaction family, pg_transaction_max_age_seconds, pg_query_max_age."""
     count: dict[tuple[str, ...], float] = {}
     idle: dict[tuple[str, ...], float] = {}
