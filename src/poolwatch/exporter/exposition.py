@@ -106,21 +106,30 @@ def render(families: Iterable[Metric | Family], openmetrics: bool = False) -> by
 
 
 def _render_points(fam: Family, out: list[str]) -> None:
-    sample_name, names = fam.sample_name, fam.label_names
-    # prometheus_client writes labels sorted by name
-    order = sorted(range(len(names)), key=names.__getitem__)
-    opening = [f'{names[i]}="' for i in order]
-    for values, value in fam.points:
-        # repr is Go's formatting for every finite float below 1e6 (floatToGoString
-        # switches to an exponent from there on, and spells infinities and NaN its way)
-        number = repr(value) if -1e6 < value < 1e6 else _number(value)
-        if names:
-            labels = '",'.join(
-                [start + _escape_value(values[i]) for start, i in zip(opening, order, strict=True)]
-            )
-            out.append(f'{sample_name}{{{labels}"}} {number}\n')
-        else:
-            out.append(f"{sample_name} {number}\n")
+    sample_name, names, points = fam.sample_name, fam.label_names, fam.points
+    if not names:
+        for _, value in points:
+            out.append(f"{sample_name} {_format(value)}\n")
+        return
+    # One str.format template per family, labels sorted by name as prometheus_client
+    # writes them: 'pg_sessions{application_name="{2}",datname="{0}",...} {n}\n'.
+    labels = ",".join(
+        f'{names[i]}="{{{i}}}"' for i in sorted(range(len(names)), key=names.__getitem__)
+    )
+    template = f"{sample_name}{{{{{labels}}}}} {{n}}\n"
+    joined = "\0".join(["\0".join(values) for values, _ in points])
+    if "\\" in joined or '"' in joined or "\n" in joined:
+        for values, value in points:
+            out.append(template.format(*map(_escape_value, values), n=_format(value)))
+    else:  # the common case: no label value needs escaping
+        for values, value in points:
+            out.append(template.format(*values, n=_format(value)))
+
+
+def _format(value: float) -> str:
+    # repr is Go's formatting for every finite float below 1e6 (floatToGoString switches
+    # to an exponent from there on, and spells infinities and NaN its own way)
+    return repr(value) if -1e6 < value < 1e6 else _number(value)
 
 
 def render_text(families: Iterable[Metric | Family]) -> bytes:
