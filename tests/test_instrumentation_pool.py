@@ -200,6 +200,31 @@ async def test_cancelled_waiter_leaves_waiting_correct(
     await engine.dispose()
 
 
+@pytest.mark.parametrize("poolclass", [AsyncAdaptedQueuePool, _UnknownQueuePool])
+async def test_waiter_on_a_disposed_pool_still_counts(
+    pg: PgTarget, registry: CollectorRegistry, poolclass: type[AsyncAdaptedQueuePool]
+) -> None:
+    # engine.dispose() swaps in a new pool, but a caller already blocked on the old one
+    # keeps waiting there until one of the old pool's connections comes back.
+    engine = create_async_engine(
+        pg.url(), poolclass=poolclass, pool_size=1, max_overflow=0, pool_timeout=30
+    )
+    poolwatch.instrument(engine, name="swap", registry=registry)
+    conns = await hold(engine, 1)
+    try:
+        waiter = asyncio.create_task(hold(engine, 1))
+        await wait_for_sample(registry, "sqlalchemy_pool_waiting", "swap", 1, tries=50)
+        await engine.dispose()
+        assert value(registry, "sqlalchemy_pool_waiting", "swap") == 1
+        await conns.pop().close()  # back to the old pool: wakes the waiter
+        conns = await waiter
+        assert value(registry, "sqlalchemy_pool_waiting", "swap") == 0
+    finally:
+        for conn in conns:
+            await conn.close()
+        await engine.dispose()
+
+
 async def test_pre_ping_invalidation_is_counted(pg: PgTarget, registry: CollectorRegistry) -> None:
     engine = create_async_engine(pg.url(), pool_size=2, pool_pre_ping=True)
     poolwatch.instrument(engine, name="ping", registry=registry)

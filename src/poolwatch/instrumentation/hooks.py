@@ -14,6 +14,7 @@ Rare events (invalidation, detach) use ordinary pool event listeners, which
 from __future__ import annotations
 
 import contextlib
+import inspect
 import sys
 import threading
 from asyncio import get_running_loop
@@ -202,36 +203,53 @@ def _make_blocking_do_get(cls: type[Pool]) -> Callable[[Any], Any]:
 
 
 def _reports_waiters(cls: type[Any]) -> bool:
-    """Whether ``cls``'s queue is SQLAlchemy's asyncio one, whose waiters we can count.
+    """Whether ``cls`` is an asyncio pool on SQLAlchemy's own queue, whose waiters we count.
 
     ``AsyncAdaptedQueue`` (SQLAlchemy 2.0 and 2.1) keeps an ``asyncio.Queue`` as ``_queue``
     (created on first use); a caller blocked on the pool awaits that queue's ``get()``,
     which keeps one future per blocked caller in ``_getters`` and removes it when the
-    caller is woken, times out or is cancelled.
+    caller is woken, times out or is cancelled. A queue class that changes how it waits
+    is not trusted to do the same.
     """
     queue_class = getattr(cls, "_queue_class", None)
-    return isinstance(queue_class, type) and issubclass(queue_class, AsyncAdaptedQueue)
+    return (
+        bool(getattr(cls, "_is_asyncio", False))
+        and isinstance(queue_class, type)
+        and issubclass(queue_class, AsyncAdaptedQueue)
+        and queue_class.get is AsyncAdaptedQueue.get
+        and inspect.getattr_static(queue_class, "_queue") is _ASYNC_QUEUE_ATTRIBUTE
+    )
+
+
+_ASYNC_QUEUE_ATTRIBUTE = inspect.getattr_static(AsyncAdaptedQueue, "_queue")
 
 
 def waiting_callers(tracker: PoolTracker) -> int:
-    """Callers blocked waiting for a connection of ``tracker``'s current pool now."""
-    counted = max(0, tracker.stats.waiting)  # thread-shared pools, unknown queues
-    pool = tracker.pool
-    queue = getattr(pool, "_pool", None)
-    if not isinstance(queue, AsyncAdaptedQueue) or not _reports_waiters(type(pool)):
-        return counted
+    """Callers blocked waiting for a connection of ``tracker``'s pools now.
+
+    After ``engine.dispose()`` callers may still wait on the replaced pool (until one of
+    its connections comes back, or their ``pool_timeout``): every pool the tracker
+    adopted and that is still alive counts.
+    """
+    waiting = max(0, tracker.stats.waiting)  # thread-shared pools, queues of unknown make
+    for pool in list(tracker.pools):
+        if _reports_waiters(type(pool)):
+            waiting += _queue_waiters(pool._pool)  # type: ignore[attr-defined]
+    return waiting
+
+
+def _queue_waiters(queue: Any) -> int:
     # ``_queue`` is created on first use; until then nobody can be waiting on it.
-    asyncio_queue = queue.__dict__.get("_queue")
-    getters = getattr(asyncio_queue, "_getters", None)
-    if getters is None:
-        return counted
+    getters = getattr(queue.__dict__.get("_queue"), "_getters", None)
+    if not getters:
+        return 0
     # A getter cancelled a moment ago is done but still listed until its task runs again.
     # (Copied first, in one C call: a scrape may run in another thread than the loop.)
     try:
         pending = tuple(getters)
     except RuntimeError:  # changed while copied (only possible without the GIL)
-        return counted
-    return counted + sum(1 for getter in pending if not getter.done())
+        return 0
+    return sum(1 for getter in pending if not getter.done())
 
 
 _subclasses: dict[type[Pool], type[Pool]] = {}
@@ -265,6 +283,7 @@ def attach(pool: Pool, tracker: PoolTracker) -> None:
         return
     pool.__class__ = _instrumented_class(type(pool))
     pool._poolwatch = tracker  # type: ignore[attr-defined]
+    tracker.pools.add(pool)
     creator = pool._invoke_creator
     if getattr(creator, "__wrapped__", None) is None:
         pool._invoke_creator = tracker.wrap_creator(creator)  # type: ignore[assignment]
@@ -282,6 +301,7 @@ def detach(pool: Pool, tracker: PoolTracker) -> None:
     if original is not None:
         pool.__class__ = original
     pool.__dict__.pop("_poolwatch", None)
+    tracker.pools.discard(pool)
     wrapped = getattr(pool._invoke_creator, "__wrapped__", None)
     if wrapped is not None:
         pool._invoke_creator = wrapped

@@ -54,6 +54,7 @@ class PoolTracker:
         "leak_threshold",
         "observers",
         "pool_listeners",
+        "pools",
         "running_tasks",
         "stats",
         "threaded",
@@ -105,6 +106,9 @@ class PoolTracker:
         # The pool event listeners (hooks.py), created once so that every pool this tracker
         # adopts shares them and detach can remove exactly these.
         self.pool_listeners: dict[str, Callable[..., None]] | None = None
+        # Every pool attached to this tracker and still alive: the engine's current one
+        # and those ``dispose()`` replaced while connections or waiters were still on them.
+        self.pools: weakref.WeakSet[Pool] = weakref.WeakSet()
 
     # --- what the exporters read --------------------------------------------------------
 
