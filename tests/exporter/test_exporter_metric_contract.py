@@ -59,6 +59,7 @@ async def test_fast_encoders_match_prometheus_client(exporter_factory, sessions:
     """The exporter's own encoders give byte-for-byte what prometheus_client's give, in the
     text format and in OpenMetrics (what Prometheus asks for first), also over HTTP."""
     from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
     from prometheus_client.openmetrics.exposition import generate_latest as generate_om
     from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 
@@ -70,10 +71,21 @@ async def test_fast_encoders_match_prometheus_client(exporter_factory, sessions:
     exp = exporter_factory()
     snap = await exp.app.scraper.snapshot()
     families = [*collect_own(exp.app.scraper, snap), *snap.families]
+    # prometheus_client's side gets its own family classes, rebuilt from the contract and
+    # the points, so a naming slip in our Family cannot hide on both sides.
+    specs = {spec.name.removesuffix("_total"): spec for spec in EXPORTER_METRICS}
+    theirs = []
+    for fam in families:
+        spec = specs[fam.name]
+        kind = CounterMetricFamily if spec.type == "counter" else GaugeMetricFamily
+        rebuilt = kind(spec.name, spec.help, labels=list(spec.labels))
+        for values, value in fam.points:
+            rebuilt.add_metric(list(values), value)
+        theirs.append(rebuilt)
 
     class Fixed:
         def collect(self):
-            return families
+            return theirs
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Fixed())

@@ -43,14 +43,16 @@ class Family:
         documentation: str,
         type_: str,
         label_names: Sequence[str] = (),
-        points: list[tuple[tuple[str, ...], float]] | None = None,
+        points: Iterable[tuple[tuple[str, ...], float]] | None = None,
     ) -> None:
         # like prometheus_client: a counter family is named without its ``_total``
         self.name = name.removesuffix("_total") if type_ == "counter" else name
         self.documentation = documentation
         self.type = type_
         self.label_names = tuple(label_names)
-        self.points: list[tuple[tuple[str, ...], float]] = [] if points is None else points
+        self.points: list[tuple[tuple[str, ...], float]] = (
+            [] if points is None else [(values, float(value)) for values, value in points]
+        )
 
     def add_metric(self, labels: Sequence[str], value: float) -> None:
         """One more series: its label values (in ``label_names`` order) and value."""

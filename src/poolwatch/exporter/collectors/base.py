@@ -81,5 +81,5 @@ def add_max(into: dict[tuple[str, ...], float], key: tuple[str, ...], value: Any
 
 def family(spec: MetricSpec, values: Mapping[tuple[str, ...], float]) -> Family:
     """A gauge family for ``spec`` with one sample per label key, in sorted order."""
-    points = [(key, float(values[key])) for key in sorted(values)]
+    points = [(key, values[key]) for key in sorted(values)]
     return Family(spec.name, spec.help, "gauge", spec.labels, points)
