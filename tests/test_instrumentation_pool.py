@@ -164,18 +164,34 @@ async def test_exhaustion_waiters_and_timeout(
         await engine.dispose()
 
 
+def one_connection_pool(
+    pg: PgTarget, registry: CollectorRegistry, poolclass: type[AsyncAdaptedQueuePool], name: str
+) -> AsyncEngine:
+    """An instrumented engine with room for one connection, waiting up to 30 s."""
+    engine = create_async_engine(
+        pg.url(), poolclass=poolclass, pool_size=1, max_overflow=0, pool_timeout=30
+    )
+    poolwatch.instrument(engine, name=name, registry=registry)
+    return engine
+
+
+async def blocked_waiter(
+    engine: AsyncEngine, registry: CollectorRegistry, name: str
+) -> asyncio.Task[list[Any]]:
+    """A task asking ``engine`` for a connection, once the gauge shows it waiting."""
+    waiter = asyncio.create_task(hold(engine, 1))
+    await wait_for_sample(registry, "sqlalchemy_pool_waiting", name, 1, tries=50)
+    return waiter
+
+
 @pytest.mark.parametrize("poolclass", [AsyncAdaptedQueuePool, _UnknownQueuePool])
 async def test_cancelled_waiter_leaves_waiting_correct(
     pg: PgTarget, registry: CollectorRegistry, poolclass: type[AsyncAdaptedQueuePool]
 ) -> None:
-    engine = create_async_engine(
-        pg.url(), poolclass=poolclass, pool_size=1, max_overflow=0, pool_timeout=30
-    )
-    poolwatch.instrument(engine, name="cancel", registry=registry)
+    engine = one_connection_pool(pg, registry, poolclass, "cancel")
     conns = await hold(engine, 1)
     try:
-        waiter = asyncio.create_task(hold(engine, 1))
-        await wait_for_sample(registry, "sqlalchemy_pool_waiting", "cancel", 1, tries=50)
+        waiter = await blocked_waiter(engine, registry, "cancel")
         assert value(registry, "sqlalchemy_pool_waiting", "cancel") == 1
         waiter.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -184,8 +200,7 @@ async def test_cancelled_waiter_leaves_waiting_correct(
         assert value(registry, "sqlalchemy_pool_timeouts_total", "cancel") == 0
         assert value(registry, "sqlalchemy_pool_checked_out", "cancel") == 1
         # A waiter woken by a returned connection stops counting once it has it.
-        waiter = asyncio.create_task(hold(engine, 1))
-        await wait_for_sample(registry, "sqlalchemy_pool_waiting", "cancel", 1, tries=50)
+        waiter = await blocked_waiter(engine, registry, "cancel")
         await conns.pop().close()
         conns = await waiter
         assert value(registry, "sqlalchemy_pool_waiting", "cancel") == 0
@@ -206,14 +221,10 @@ async def test_waiter_on_a_disposed_pool_still_counts(
 ) -> None:
     # engine.dispose() swaps in a new pool, but a caller already blocked on the old one
     # keeps waiting there until one of the old pool's connections comes back.
-    engine = create_async_engine(
-        pg.url(), poolclass=poolclass, pool_size=1, max_overflow=0, pool_timeout=30
-    )
-    poolwatch.instrument(engine, name="swap", registry=registry)
+    engine = one_connection_pool(pg, registry, poolclass, "swap")
     conns = await hold(engine, 1)
     try:
-        waiter = asyncio.create_task(hold(engine, 1))
-        await wait_for_sample(registry, "sqlalchemy_pool_waiting", "swap", 1, tries=50)
+        waiter = await blocked_waiter(engine, registry, "swap")
         await engine.dispose()
         assert value(registry, "sqlalchemy_pool_waiting", "swap") == 1
         await conns.pop().close()  # back to the old pool: wakes the waiter
