@@ -1,10 +1,11 @@
 """Hooking a SQLAlchemy pool without changing its behaviour.
 
 SQLAlchemy has no "checkout started" event and no "waiting" count, so the pool's own
-methods are the only place to measure queue wait and waiters. Rather than monkeypatching
-bound methods (which ``engine.dispose()`` would lose, as it builds a new pool with
-``self.__class__(...)``), the pool's class is swapped for a subclass that adds the
-measurements and otherwise defers to the original with ``super()``. Because
+methods are the only place to measure queue wait (and, for a thread-shared pool, waiters;
+an asyncio pool's waiters are read from its queue at scrape time: waiting_callers).
+Rather than monkeypatching bound methods (which ``engine.dispose()`` would lose, as it
+builds a new pool with ``self.__class__(...)``), the pool's class is swapped for a subclass
+that adds the measurements and otherwise defers to the original. Because
 ``recreate()`` uses ``self.__class__``, a disposed engine's new pool is instrumented too.
 
 Rare events (invalidation, detach) use ordinary pool event listeners, which
