@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
@@ -225,6 +226,52 @@ async def test_checkout_wait_carries_trace_exemplar(pg: PgTarget, otel: Otel) ->
             await conn.execute(sa.text("select 1"))
         text = openmetrics_latest(registry).decode()
         assert text.count("trace_id=") == 1
+    finally:
+        await engine.dispose()
+
+
+async def test_prometheus_only_slow_checkout_carries_sampled_span(pg: PgTarget) -> None:
+    # No meter provider: the asyncio pool's inline path records the exemplar itself. A
+    # FastAPI app imports the trace API without tracing (OpenTelemetry's invalid span, or
+    # none, is current): such waits get none.
+    registry = CollectorRegistry()
+    tracer = TracerProvider().get_tracer("test")
+    engine = create_async_engine(pg.url(), pool_size=1, max_overflow=0)
+    poolwatch.instrument(engine, name="traced-prom", registry=registry)
+
+    async def wait_untraced() -> None:
+        with trace.use_span(trace.INVALID_SPAN):
+            async with engine.connect():
+                pass
+
+    async def wait_traced() -> Any:
+        with tracer.start_as_current_span("request") as span:
+            async with engine.connect():
+                pass
+        return span.get_span_context()
+
+    try:
+        async with engine.connect():  # the connection is opened outside any span
+            pass
+        results = []
+        for waiter in (wait_untraced, wait_traced):
+            async with engine.connect():  # the only connection: the waiter queues
+                task = asyncio.ensure_future(waiter())
+                await asyncio.sleep(0.05)
+            results.append(await task)
+        ctx = results[1]
+        text = openmetrics_latest(registry).decode()
+        lines = [
+            line
+            for line in text.splitlines()
+            if line.startswith("sqlalchemy_pool_checkout_duration_seconds_bucket") and "#" in line
+        ]
+        assert len(lines) == 1, text
+        assert f'trace_id="{ctx.trace_id:032x}"' in lines[0]
+        assert f'span_id="{ctx.span_id:016x}"' in lines[0]
+        # the exemplar is the traced wait's own (>= the 50 ms the connection was held)
+        assert float(lines[0].split("} ")[2].split()[0]) >= 0.05
+        assert prom(registry, "sqlalchemy_pool_checkouts_total", "traced-prom") == 5
     finally:
         await engine.dispose()
 

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import sys
 import threading
 from asyncio import get_running_loop
 from bisect import bisect_left
 from collections.abc import Callable
-from time import perf_counter
+from time import perf_counter, time
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy.pool.base
@@ -31,12 +30,12 @@ from sqlalchemy.pool import Pool, QueuePool
 from sqlalchemy.util.queue import AsyncAdaptedQueue
 
 from poolwatch.instrumentation.context import RouteTracking, current_route
+from poolwatch.instrumentation.exemplars import trace_labels
 from poolwatch.instrumentation.tracker import EXEMPLAR_MIN_SECONDS
 
 if TYPE_CHECKING:
     from poolwatch.instrumentation.tracker import PoolTracker
 
-_modules = sys.modules
 
 # The hooked methods, made per pool class: each calls the original class's method, bound
 # once here (the subclass has a single base, the original class: a mixin base would
@@ -44,7 +43,7 @@ _modules = sys.modules
 #
 # Every checkout and checkin of the application runs through them, so the common case
 # (an asyncio pool: one event-loop thread, no lock; no OpenTelemetry observer, no fork
-# check, no exemplar) updates the stats inline, as PoolTracker.checkout_succeeded and
+# check) updates the stats inline, as PoolTracker.checkout_succeeded and
 # checked_in would: a Python call costs about as much as the bookkeeping itself. Anything
 # else goes through those methods.
 
@@ -94,17 +93,21 @@ def _make_connect(cls: type[Pool]) -> Callable[[Any], Any]:
         now = perf_counter()
         record = fairy._connection_record
         waited = now - started
-        # A slow checkout may carry an exemplar (PoolTracker.checkout_succeeded), but only
-        # once OpenTelemetry's trace API is loaded: without it, slow is common too.
-        if not tracker.inline or (
-            waited >= EXEMPLAR_MIN_SECONDS and "opentelemetry.trace" in _modules
-        ):
+        if not tracker.inline:
             tracker.checkout_succeeded(record, started, now)
             return fairy
         try:  # PoolTracker.checkout_succeeded, inlined
             stats = tracker.stats
             hist = stats.checkout_duration
-            hist.counts[0 if waited <= hist.first else bisect_left(hist.bounds, waited)] += 1
+            if waited <= hist.first:
+                hist.counts[0] += 1
+            else:
+                index = bisect_left(hist.bounds, waited)
+                hist.counts[index] += 1
+                # A slow checkout carries the active sampled span as an exemplar (the
+                # threshold is above the first bucket's bound, so only this branch looks).
+                if waited >= EXEMPLAR_MIN_SECONDS and (exemplar := trace_labels()) is not None:
+                    hist.exemplars[index] = (exemplar, waited, time())
             hist.sum += waited
             stats.active[record] = now
             if tracker.capture_sites:  # PoolTracker.remember_site, inlined

@@ -33,6 +33,8 @@ logger = logging.getLogger("poolwatch")
 # request.state, and keeping it would keep a leaked connection from being collected.)
 Site = tuple[object, "str | None"]
 _modules = sys.modules
+# Checkouts at least this slow carry the active sampled span as an exemplar. (Above the
+# first histogram bucket's bound: the hooks only look for a span past that bucket.)
 EXEMPLAR_MIN_SECONDS = 0.001
 _PY_CURRENT_TASKS: dict[Any, Any] | None = (
     getattr(asyncio.tasks, "_current_tasks", None) if sys.version_info < (3, 12) else None
