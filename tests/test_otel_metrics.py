@@ -196,6 +196,16 @@ async def test_invalidation_same_numbers(pg: PgTarget, otel: Otel) -> None:
         await engine.dispose()
 
 
+def checkout_exemplar_lines(registry: CollectorRegistry) -> list[str]:
+    """The checkout histogram's bucket lines that carry an exemplar (OpenMetrics)."""
+    text = openmetrics_latest(registry).decode()
+    return [
+        line
+        for line in text.splitlines()
+        if line.startswith("sqlalchemy_pool_checkout_duration_seconds_bucket") and "#" in line
+    ]
+
+
 async def test_checkout_wait_carries_trace_exemplar(pg: PgTarget, otel: Otel) -> None:
     registry = CollectorRegistry()
     tracer = TracerProvider().get_tracer("test")
@@ -208,13 +218,8 @@ async def test_checkout_wait_carries_trace_exemplar(pg: PgTarget, otel: Otel) ->
             ctx = span.get_span_context()
         trace_id, span_id = format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
         # Prometheus: OpenMetrics exposition carries the exemplar on the checkout histogram.
-        text = openmetrics_latest(registry).decode()
-        lines = [
-            line
-            for line in text.splitlines()
-            if line.startswith("sqlalchemy_pool_checkout_duration_seconds_bucket") and "#" in line
-        ]
-        assert len(lines) == 1, text
+        lines = checkout_exemplar_lines(registry)
+        assert len(lines) == 1, lines
         assert f'trace_id="{trace_id}"' in lines[0] and f'span_id="{span_id}"' in lines[0]
         # OpenTelemetry: the wait_time point has an exemplar with the same trace.
         otel.collect()
@@ -260,13 +265,8 @@ async def test_prometheus_only_slow_checkout_carries_sampled_span(pg: PgTarget) 
                 await asyncio.sleep(0.05)
             results.append(await task)
         ctx = results[1]
-        text = openmetrics_latest(registry).decode()
-        lines = [
-            line
-            for line in text.splitlines()
-            if line.startswith("sqlalchemy_pool_checkout_duration_seconds_bucket") and "#" in line
-        ]
-        assert len(lines) == 1, text
+        lines = checkout_exemplar_lines(registry)
+        assert len(lines) == 1, lines
         assert f'trace_id="{ctx.trace_id:032x}"' in lines[0]
         assert f'span_id="{ctx.span_id:016x}"' in lines[0]
         # the exemplar is the traced wait's own (>= the 50 ms the connection was held)
