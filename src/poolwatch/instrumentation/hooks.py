@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import sys
 import threading
 from asyncio import get_running_loop
 from bisect import bisect_left
@@ -35,6 +36,8 @@ from poolwatch.instrumentation.tracker import EXEMPLAR_MIN_SECONDS
 
 if TYPE_CHECKING:
     from poolwatch.instrumentation.tracker import PoolTracker
+
+_modules = sys.modules
 
 
 # The hooked methods, made per pool class: each calls the original class's method, bound
@@ -105,8 +108,13 @@ def _make_connect(cls: type[Pool]) -> Callable[[Any], Any]:
                 index = bisect_left(hist.bounds, waited)
                 hist.counts[index] += 1
                 # A slow checkout carries the active sampled span as an exemplar (the
-                # threshold is above the first bucket's bound, so only this branch looks).
-                if waited >= EXEMPLAR_MIN_SECONDS and (exemplar := trace_labels()) is not None:
+                # threshold is above the first bucket's bound, so only this branch looks;
+                # without OpenTelemetry's trace API loaded there is no span to look for).
+                if (
+                    waited >= EXEMPLAR_MIN_SECONDS
+                    and "opentelemetry.trace" in _modules
+                    and (exemplar := trace_labels()) is not None
+                ):
                     hist.exemplars[index] = (exemplar, waited, time())
             hist.sum += waited
             stats.active[record] = now
