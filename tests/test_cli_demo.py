@@ -151,6 +151,16 @@ def test_demo_rejects_a_too_short_duration() -> None:
     assert "--duration must be at least 12" in result.stderr
 
 
+@pytest.mark.parametrize("duration", ["nan", "inf", "-1"])
+def test_demo_rejects_a_duration_that_is_no_number_of_seconds(duration: str) -> None:
+    result = subprocess.run(
+        demo_argv("--duration", duration), capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "--duration: expected a number of seconds above 0" in result.stderr
+
+
 def test_demo_unreachable_dsn_is_one_line_without_the_password() -> None:
     result = subprocess.run(
         demo_argv("--dsn", "postgresql://demo:pa55word@127.0.0.1:1/x", "--duration", "12"),

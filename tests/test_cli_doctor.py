@@ -173,6 +173,14 @@ def test_engine_module_attr(pg: PgTarget, good_dsn: str, tmp_path: Path) -> None
     assert checks(naive.stdout)["prepared_statements"] == "fail"
 
 
+def test_engine_of_another_database_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "lite_db.py").write_text(
+        "from sqlalchemy import create_engine\nengine = create_engine('sqlite://')\n"
+    )
+    result = poolwatch("doctor", "--engine", "lite_db:engine", cwd=str(tmp_path))
+    assert_one_line_error(result, "is a sqlite engine", "PostgreSQL")
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [
@@ -183,6 +191,18 @@ def test_engine_module_attr(pg: PgTarget, good_dsn: str, tmp_path: Path) -> None
         (["--dsn", "postgresql://u:hunter2@127.0.0.1:1/db"], ["cannot connect", "u:***@"]),
         (["--dsn", "postgresql://x@y/z", "--workers", "0"], ["--workers"]),
         (["--dsn", "postgresql://x@y/z", "--pool-size", "many"], ["invalid int value"]),
+        # a mistyped flag: argparse quotes the argument, password and all
+        (["--dns=postgresql://u:hunter2@127.0.0.1:1/db"], ["unrecognized", "u:***@"]),
+        (["--pool-size=postgresql://u:hunter2@x/db"], ["invalid int value", "u:***@"]),
+        (["--dsn", "postgresql://u:hunter2@[::1/db"], ["Invalid IPv6 URL", "u:***@"]),
+        (["--dsn", "postgresql://u:hun/ter2@127.0.0.1:1/db"], ["percent-encode"]),
+        (["--dsn", "postgresql://u:hun?ter2@127.0.0.1:1/db"], ["percent-encode"]),
+        (["--dsn", "postgresql://u@127.0.0.1:1/db?password=hunter2"], ["password=***"]),
+        (["--dsn", "postgresql://x@y/z", "--pool-timeout", "-3"], ["--pool-timeout", "above 0"]),
+        (["--dsn", "postgresql://x@y/z", "--sla", "-1"], ["--sla", "above 0"]),
+        (["--dsn", "postgresql://x@y/z", "--proxy-idle-timeout", "-10"], ["above 0"]),
+        (["--dsn", "postgresql://x@y/z", "--idle-threshold", "-5"], ["0 or more"]),
+        (["--dsn", "postgresql://x@y/z", "--pool-recycle", "nan"], ["-1 (off)"]),
     ],
 )
 def test_errors_are_one_line(args: list[str], words: list[str]) -> None:

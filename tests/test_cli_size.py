@@ -84,6 +84,9 @@ def test_json_of_four_workers() -> None:
         (["--workers", "4"], ["--max-connections", "--dsn"]),
         (["--max-connections", "100", "--max-overflow", "-1"], ["--max-overflow"]),
         (["--max-connections", "100", "--pgbouncer", "statement"], ["invalid choice"]),
+        (["--max-connections", "100", "--pool-timeout", "nan"], ["--pool-timeout", "above 0"]),
+        (["--max-connections", "100", "--pool-timeout", "inf"], ["--pool-timeout", "above 0"]),
+        (["--max-connections", "100", "--pool-recycle", "-5"], ["--pool-recycle", "-1 (off)"]),
     ],
 )
 def test_bad_input_is_one_clear_line(args: list[str], words: list[str]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from urllib.parse import unquote
 
 from poolwatch import doctor as doc
 from poolwatch import sizing
+from poolwatch.redaction import redact_dsn
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -77,7 +79,44 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (no usage dump) and exits 2."""
 
     def error(self, message: str) -> NoReturn:
+        # argparse quotes the offending argument, which may be a mistyped --dsn URL
+        message = redact_dsn(message)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
+def _seconds(text: str) -> float:
+    """argparse type: a finite number of seconds above 0."""
+    value = _number(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text!r}")
+    return value
+
+
+def _seconds_or_zero(text: str) -> float:
+    """argparse type: a finite number of seconds, 0 or more."""
+    value = _number(text)
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, 0 or more, got {text!r}")
+    return value
+
+
+def _recycle_seconds(text: str) -> float:
+    """argparse type for --pool-recycle: -1 (off) or a finite number of seconds above 0."""
+    if text.strip() == "-1":
+        return -1.0
+    try:
+        return _seconds(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected -1 (off) or a number of seconds above 0, got {text!r}"
+        ) from None
 
 
 _FMT = argparse.RawDescriptionHelpFormatter
@@ -137,8 +176,15 @@ def _add_size(sub: Any) -> None:
         default=100,
         help="expected concurrent coroutines per worker (PgBouncer transaction mode; default 100)",
     )
-    p.add_argument("--pool-timeout", type=float, default=10.0, help="for the snippet (default 10)")
-    p.add_argument("--pool-recycle", type=int, default=1800, help="for the snippet (default 1800)")
+    p.add_argument(
+        "--pool-timeout", type=_seconds, default=10.0, help="for the snippet (default 10)"
+    )
+    p.add_argument(
+        "--pool-recycle",
+        type=int,
+        default=1800,
+        help="for the snippet (default 1800; -1 = off)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=cmd_size)
 
@@ -286,8 +332,8 @@ def _add_doctor(sub: Any) -> None:
     )
     p.add_argument("--pool-size", type=int)
     p.add_argument("--max-overflow", type=int)
-    p.add_argument("--pool-timeout", type=float, help="seconds")
-    p.add_argument("--pool-recycle", type=float, help="seconds (-1 = off, the default)")
+    p.add_argument("--pool-timeout", type=_seconds, help="seconds")
+    p.add_argument("--pool-recycle", type=_recycle_seconds, help="seconds (-1 = off, the default)")
     p.add_argument("--pool-pre-ping", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument(
         "--prepared-statements",
@@ -298,13 +344,15 @@ def _add_doctor(sub: Any) -> None:
         "--workers", type=int, default=1, help="processes with their own pool (default 1)"
     )
     p.add_argument(
-        "--proxy-idle-timeout", type=float, help="idle timeout of a proxy / load balancer, seconds"
+        "--proxy-idle-timeout",
+        type=_seconds,
+        help="idle timeout of a proxy / load balancer, seconds",
     )
-    p.add_argument("--sla", type=float, help="response-time target of the app, seconds")
+    p.add_argument("--sla", type=_seconds, help="response-time target of the app, seconds")
     p.add_argument("--pgbouncer", choices=sizing.PGBOUNCER_MODES, default="none")
     p.add_argument(
         "--idle-threshold",
-        type=float,
+        type=_seconds_or_zero,
         default=doc.IDLE_IN_TRANSACTION_THRESHOLD,
         help="report sessions idle in transaction at least this long (default 5 s)",
     )
@@ -453,7 +501,7 @@ def _add_demo(sub: Any) -> None:
     p.add_argument("--dsn", help="use this PostgreSQL server instead of an embedded one")
     p.add_argument(
         "--duration",
-        type=float,
+        type=_seconds,
         default=60.0,
         help="seconds for the whole walk (default 60, min 12)",
     )

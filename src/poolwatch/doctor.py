@@ -20,8 +20,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from poolwatch.redaction import (
+    PASSWORD_ENCODING_HINT,
+    dsn_secrets,
+    redact_known_dsn,
+    scrub,
+    unencoded_password,
+)
 from poolwatch.sizing import MIN_ADMIN_SLOTS
 
 #: Seed 002: recycle connections at 75 % of the proxy's idle timeout.
@@ -69,22 +75,8 @@ class DoctorError(RuntimeError):
 
 
 def redact_dsn(dsn: str) -> str:
-    """``dsn`` with any password replaced by ``***`` (URL or libpq keyword form)."""
-    if "://" not in dsn:
-        return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", dsn, flags=re.IGNORECASE)
-    parts = urlsplit(dsn)
-    netloc = parts.netloc
-    if "@" in netloc:
-        auth, host = netloc.rsplit("@", 1)
-        if ":" in auth:
-            auth = auth.split(":", 1)[0] + ":***"
-        netloc = f"{auth}@{host}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        pairs = [(k, "***" if k.lower() == "password" else v) for k, v in pairs]
-        query = urlencode(pairs, safe="/")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    """``dsn`` with its password replaced by ``***`` in every form it may take."""
+    return redact_known_dsn(dsn)
 
 
 def libpq_dsn(dsn: str) -> str:
@@ -95,6 +87,8 @@ def libpq_dsn(dsn: str) -> str:
             f"--dsn must be a postgresql:// URL, got {redact_dsn(dsn)!r} "
             "(e.g. postgresql://user@host:5432/dbname)"
         )
+    if unencoded_password(dsn):
+        raise DoctorError(PASSWORD_ENCODING_HINT)
     return "postgresql://" + dsn[match.end() :]
 
 
@@ -169,7 +163,9 @@ async def read_server_facts(dsn: str, timeout: float = 10.0) -> ServerFacts:
             url, timeout=timeout, server_settings={"application_name": "poolwatch-doctor"}
         )
     except Exception as exc:
-        raise DoctorError(f"cannot connect to {redact_dsn(dsn)}: {_describe(exc)}") from exc
+        raise DoctorError(
+            f"cannot connect to {redact_dsn(dsn)}: {scrub(_describe(exc), dsn_secrets(dsn))}"
+        ) from exc
     try:
 
         async def fetch(sql: str) -> list[dict[str, Any]]:
@@ -177,7 +173,9 @@ async def read_server_facts(dsn: str, timeout: float = 10.0) -> ServerFacts:
 
         return await collect_facts(fetch)
     except Exception as exc:
-        raise DoctorError(f"query failed on {redact_dsn(dsn)}: {_describe(exc)}") from exc
+        raise DoctorError(
+            f"query failed on {redact_dsn(dsn)}: {scrub(_describe(exc), dsn_secrets(dsn))}"
+        ) from exc
     finally:
         await conn.close()
 
@@ -225,6 +223,9 @@ def load_engine(spec: str) -> Any:
         obj = getattr(obj, part)
     if not hasattr(obj, "pool") and not hasattr(obj, "sync_engine"):
         raise DoctorError(f"--engine {spec} is a {type(obj).__name__}, not a SQLAlchemy engine")
+    dialect = getattr(getattr(obj, "dialect", None), "name", None)
+    if dialect is not None and dialect != "postgresql":
+        raise DoctorError(f"--engine {spec} is a {dialect} engine: the doctor checks PostgreSQL")
     return obj
 
 

@@ -21,6 +21,7 @@ statements must be turned off (:func:`recommend` returns that advice instead).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 #: The sizing guides' advice: keep at least this many slots for admin / monitoring / migrations.
@@ -115,8 +116,12 @@ def validate(inp: SizingInput) -> None:
             f"({inp.max_connections}): nothing is left for the application; lower --reserved "
             "or raise max_connections"
         )
-    if inp.pool_timeout <= 0:
+    if not math.isfinite(inp.pool_timeout) or inp.pool_timeout <= 0:
         raise SizingError(f"--pool-timeout must be positive (got {inp.pool_timeout:g})")
+    if inp.pool_recycle != -1 and inp.pool_recycle < 1:
+        raise SizingError(
+            f"--pool-recycle must be -1 (off) or at least 1 second (got {inp.pool_recycle})"
+        )
     if inp.concurrency < 1:
         raise SizingError(f"--concurrency must be at least 1 (got {inp.concurrency})")
 

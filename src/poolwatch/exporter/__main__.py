@@ -12,6 +12,7 @@ import logging
 import socket
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import replace
 from typing import Any
 
 from .. import __version__
@@ -98,8 +99,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         dsn = load_dsn(settings.dsn, settings.dsn_file)
     except (ConfigError, DsnError) as exc:
         return _fail(scrub(str(exc)), 2)
-    secrets = dsn.secrets + tuple(p for p in [environment_password()] if p)
-    setup_logging(settings.log_level, settings.log_format, secrets)
+    password = environment_password()
+    if password:  # libpq-style clients read PGPASSWORD when the URL has none: mask it too
+        dsn = replace(dsn, secrets=tuple(sorted({*dsn.secrets, password}, key=len, reverse=True)))
+    setup_logging(settings.log_level, settings.log_format, dsn.secrets)
     app = ExporterApp(settings, dsn, web_config)
     try:
         return _event_loop_runner()(_run(app, settings))

@@ -1,4 +1,4 @@
-"""Reading the DSN (flag, environment or file) and keeping its password out of sight.
+"""Reading the DSN (flag, environment or file); its password is masked by poolwatch.redaction.
 
 Example::
 
@@ -9,18 +9,13 @@ Example::
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import urlsplit
+
+from ..redaction import PASSWORD_ENCODING_HINT, dsn_secrets, redact_dsn, scrub, unencoded_password
 
 SCHEMES = ("postgresql", "postgres")
-# Any scheme: users paste SQLAlchemy URLs (postgresql+asyncpg://) and worse.
-_URL_PASSWORD = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:@/?#\s]*):[^@\s]*@")
-_QUERY_PASSWORD = re.compile(r"(?P<key>[?&](?:ssl)?password=)[^&\s]*", re.IGNORECASE)
-_KV_PASSWORD = re.compile(
-    r"(?P<key>\b(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE
-)
 
 
 class DsnError(ValueError):
@@ -36,15 +31,8 @@ class Dsn:
 
     @property
     def redacted(self) -> str:
-        """The URL with its password replaced by ``***``."""
-        return redact_dsn(self.url)
-
-
-def redact_dsn(text: str) -> str:
-    """Replace every password in URLs or ``password=`` pairs inside ``text`` with ``***``."""
-    text = _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
-    text = _QUERY_PASSWORD.sub(lambda m: f"{m['key']}***", text)
-    return _KV_PASSWORD.sub(lambda m: f"{m['key']}***", text)
+        """The URL with its password replaced by ``***`` (in every form it may take)."""
+        return scrub(self.url, self.secrets)
 
 
 def parse_dsn(url: str) -> Dsn:
@@ -52,23 +40,22 @@ def parse_dsn(url: str) -> Dsn:
     url = url.strip()
     if not url:
         raise DsnError("the DSN is empty")
+    secrets = dsn_secrets(url)
+    if "\n" in url:
+        raise DsnError("the DSN must be one line (a --dsn-file holds the URL alone)")
+    if unencoded_password(url):
+        raise DsnError(PASSWORD_ENCODING_HINT)
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018  (raises ValueError on a bad port)
     except ValueError as exc:
-        raise DsnError(f"the DSN is not a valid URL: {redact_dsn(str(exc))}") from None
+        raise DsnError(f"the DSN is not a valid URL: {scrub(str(exc), secrets)}") from None
     if parts.scheme not in SCHEMES:
         raise DsnError(
             "the DSN must be a URL like postgresql://user@host:5432/dbname "
-            f"(got {redact_dsn(url)[:60]!r})"
+            f"(got {scrub(url, secrets)[:60]!r})"
         )
-    secrets: list[str] = []
-    if parts.password:
-        secrets += [parts.password, unquote(parts.password)]
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key.lower() in ("password", "sslpassword") and value:
-            secrets.append(value)
-    return Dsn(url=url, secrets=tuple(sorted({s for s in secrets if s}, key=len, reverse=True)))
+    return Dsn(url=url, secrets=secrets)
 
 
 def load_dsn(flag: str | None, file: str | None) -> Dsn:
@@ -80,6 +67,8 @@ def load_dsn(flag: str | None, file: str | None) -> Dsn:
             text = Path(file).read_text(encoding="utf-8")
         except OSError as exc:
             raise DsnError(f"cannot read --dsn-file {file}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise DsnError(f"--dsn-file {file} is not UTF-8 text") from None
         return parse_dsn(text)
     if flag:
         return parse_dsn(flag)
@@ -89,14 +78,18 @@ def load_dsn(flag: str | None, file: str | None) -> Dsn:
     )
 
 
-def scrub(text: str, secrets: tuple[str, ...] = ()) -> str:
-    """``text`` with DSN passwords and every known secret replaced by ``***``."""
-    text = redact_dsn(text)
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return text
-
-
 def environment_password() -> str | None:
     """PGPASSWORD, which libpq-style clients (asyncpg too) use when the URL has none."""
     return os.environ.get("PGPASSWORD") or None
+
+
+__all__ = [
+    "SCHEMES",
+    "Dsn",
+    "DsnError",
+    "environment_password",
+    "load_dsn",
+    "parse_dsn",
+    "redact_dsn",
+    "scrub",
+]

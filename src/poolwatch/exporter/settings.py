@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from .. import __version__
+from ..redaction import redact_dsn
 from . import DEFAULT_PORT
 from .logs import FORMATS, LEVELS
 
@@ -80,8 +81,13 @@ class _Parser(argparse.ArgumentParser):
     """argparse whose usage errors are one line (no usage dump) and exit 2."""
 
     def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"poolwatch-exporter: error: {message} (see --help)\n")
+        # argparse quotes the offending argument, which may be a mistyped --dsn URL
+        sys.stderr.write(f"poolwatch-exporter: error: {redact_dsn(message)} (see --help)\n")
         raise SystemExit(2)
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
 
 
 def _env_name(flag: str) -> str:
@@ -154,11 +160,14 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "(lock_timeout is the smaller of this and 1s)",
         metavar="DURATION",
     )
-    env_check = environ.get(_env_name("--startup.connect-check"), "true").lower()
+    check_env = _env_name("--startup.connect-check")
+    env_check = environ.get(check_env, "true").strip().lower()
+    if env_check not in _TRUE + _FALSE:
+        parser.error(f"{check_env} must be true or false (got {env_check!r})")
     parser.add_argument(
         "--startup.connect-check",
         action=argparse.BooleanOptionalAction,
-        default=env_check not in ("0", "false", "no", "off"),
+        default=env_check in _TRUE,
         help="connect once at start and exit 1 if the server cannot be used (unreachable, "
         "authentication, permission); with --no-startup.connect-check the exporter starts "
         "anyway and reports pg_up 0 until the server answers "

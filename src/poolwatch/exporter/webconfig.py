@@ -174,6 +174,8 @@ def load_web_config(path: str | None) -> WebConfig:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read --web.config.file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--web.config.file {path} is not UTF-8 text") from None
     try:
         raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
