@@ -109,7 +109,7 @@ def _seconds_or_zero(text: str) -> float:
 
 def _recycle_seconds(text: str) -> float:
     """argparse type for --pool-recycle: -1 (off) or a finite number of seconds above 0."""
-    if text.strip() == "-1":
+    if _number(text) == -1:
         return -1.0
     try:
         return _seconds(text)

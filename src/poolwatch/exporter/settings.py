@@ -161,7 +161,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         metavar="DURATION",
     )
     check_env = _env_name("--startup.connect-check")
-    env_check = environ.get(check_env, "true").strip().lower()
+    env_check = (environ.get(check_env) or "true").strip().lower()
     if env_check not in _TRUE + _FALSE:
         parser.error(f"{check_env} must be true or false (got {env_check!r})")
     parser.add_argument(
