@@ -109,14 +109,12 @@ def _seconds_or_zero(text: str) -> float:
 
 def _recycle_seconds(text: str) -> float:
     """argparse type for --pool-recycle: -1 (off) or a finite number of seconds above 0."""
-    if _number(text) == -1:
-        return -1.0
-    try:
-        return _seconds(text)
-    except argparse.ArgumentTypeError:
+    value = _number(text)
+    if value != -1 and (not math.isfinite(value) or value <= 0):
         raise argparse.ArgumentTypeError(
             f"expected -1 (off) or a number of seconds above 0, got {text!r}"
-        ) from None
+        )
+    return value
 
 
 _FMT = argparse.RawDescriptionHelpFormatter

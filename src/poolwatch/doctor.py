@@ -163,9 +163,8 @@ async def read_server_facts(dsn: str, timeout: float = 10.0) -> ServerFacts:
             url, timeout=timeout, server_settings={"application_name": "poolwatch-doctor"}
         )
     except Exception as exc:
-        raise DoctorError(
-            f"cannot connect to {redact_dsn(dsn)}: {scrub(_describe(exc), dsn_secrets(dsn))}"
-        ) from exc
+        message = f"cannot connect to {dsn}: {_describe(exc)}"
+        raise DoctorError(scrub(message, dsn_secrets(dsn))) from exc
     try:
 
         async def fetch(sql: str) -> list[dict[str, Any]]:
@@ -173,9 +172,8 @@ async def read_server_facts(dsn: str, timeout: float = 10.0) -> ServerFacts:
 
         return await collect_facts(fetch)
     except Exception as exc:
-        raise DoctorError(
-            f"query failed on {redact_dsn(dsn)}: {scrub(_describe(exc), dsn_secrets(dsn))}"
-        ) from exc
+        message = f"query failed on {dsn}: {_describe(exc)}"
+        raise DoctorError(scrub(message, dsn_secrets(dsn))) from exc
     finally:
         await conn.close()
 

@@ -50,11 +50,16 @@ def redact_dsn(text: str) -> str:
     return _KV_PASSWORD.sub(lambda m: f"{m['key']}{MASK}", text)
 
 
+def _typed_password(dsn: str) -> re.Match[str] | None:
+    """The password of ``dsn``'s first line as typed (group ``password``), if it has one."""
+    return _TYPED_PASSWORD.match(dsn.splitlines()[0] if dsn else "")
+
+
 def dsn_secrets(dsn: str) -> tuple[str, ...]:
     """Every form of ``dsn``'s passwords that could be printed, longest first."""
     dsn = dsn.strip()
     found: list[str] = []
-    typed = _TYPED_PASSWORD.match(dsn.splitlines()[0] if dsn else "")
+    typed = _typed_password(dsn)
     if typed:
         found.append(typed["password"])
     try:
@@ -81,7 +86,7 @@ def unencoded_password(dsn: str) -> bool:
     ``@``, so that an ``@`` in a query value is not taken for one.
     """
     dsn = dsn.strip()
-    typed = _TYPED_PASSWORD.match(dsn.splitlines()[0] if dsn else "")
+    typed = _typed_password(dsn)
     if typed is None or not any(c in typed["password"] for c in "/?#@"):
         return False
     return re.match(r"[^/?#@\s]+/", dsn[typed.end("password") + 1 :]) is not None

@@ -12,6 +12,16 @@ import pytest
 from poolwatch.exporter.dsn import parse_dsn, redact_dsn
 
 
+def run_exporter(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "poolwatch.exporter", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
 @pytest.mark.parametrize(
     "dsn",
     [
@@ -21,26 +31,11 @@ from poolwatch.exporter.dsn import parse_dsn, redact_dsn
     ],
 )
 def test_cli_never_prints_the_password(dsn: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "poolwatch.exporter", "--dsn", dsn, "--query.timeout", "1s"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_exporter("--dsn", dsn, "--query.timeout", "1s")
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "S3cretPW" not in output
     assert "Traceback" not in output
-
-
-def run_exporter(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "poolwatch.exporter", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
 
 
 @pytest.mark.parametrize(
@@ -100,20 +95,12 @@ def test_port_in_use_is_one_line_and_exit_1() -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "poolwatch.exporter",
-                "--dsn",
-                "postgresql://monitor@/postgres?host=/nonexistent",
-                "--no-startup.connect-check",
-                "--web.listen-address",
-                f"127.0.0.1:{port}",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
+        result = run_exporter(
+            "--dsn",
+            "postgresql://monitor@/postgres?host=/nonexistent",
+            "--no-startup.connect-check",
+            "--web.listen-address",
+            f"127.0.0.1:{port}",
         )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [

@@ -39,16 +39,15 @@ if TYPE_CHECKING:
 
 _modules = sys.modules
 
-
 # The hooked methods, made per pool class: each calls the original class's method, bound
 # once here (the subclass has a single base, the original class: a mixin base would
 # change the instance layout and make the ``__class__`` swap fail).
 #
 # Every checkout and checkin of the application runs through them, so the common case
 # (an asyncio pool: one event-loop thread, no lock; no OpenTelemetry observer, no fork
-# check) updates the stats inline, as PoolTracker.checkout_succeeded and
-# checked_in would: a Python call costs about as much as the bookkeeping itself. Anything
-# else goes through those methods.
+# check) updates the stats inline, as PoolTracker.checkout_succeeded and checked_in would:
+# a Python call costs about as much as the bookkeeping itself. Anything else goes through
+# those methods.
 
 
 # Pool.connect is ``return _ConnectionFairy._checkout(self)`` and Pool._return_conn is
