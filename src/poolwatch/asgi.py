@@ -20,7 +20,7 @@ from urllib.parse import parse_qs
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from poolwatch.instrumentation.context import RequestScope, RouteTracking, current_request
+from poolwatch.instrumentation.context import RequestScope, current_request, route_tracking
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -139,7 +139,7 @@ class RouteMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        RouteTracking.enabled = True
+        route_tracking.enabled = True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -30,9 +30,9 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import Pool, QueuePool
 from sqlalchemy.util.queue import AsyncAdaptedQueue
 
-from poolwatch.instrumentation.context import RouteTracking, current_route
+from poolwatch.instrumentation.context import current_route, route_tracking
 from poolwatch.instrumentation.exemplars import trace_labels
-from poolwatch.instrumentation.tracker import EXEMPLAR_MIN_SECONDS
+from poolwatch.instrumentation.tracker import EXEMPLAR_MIN_SECONDS, site_of
 
 if TYPE_CHECKING:
     from poolwatch.instrumentation.tracker import PoolTracker
@@ -68,30 +68,19 @@ def _make_connect(cls: type[Pool]) -> Callable[[Any], Any]:
     # the checkout nothing; only a queue of unknown make has them counted here, where the
     # caller's wait is decided (one thread: no race).
     counts_timeouts = issubclass(cls, QueuePool) and cls._is_asyncio
-    counts_waiters = counts_timeouts and not _reports_waiters(cls)
 
     def connect(self: Any) -> Any:
         tracker: PoolTracker | None = self._poolwatch
         if tracker is None:
             return original_connect(self)
         started = perf_counter()
-        # The caller blocks on the queue when every allowed connection exists and none is idle.
-        waits = (
-            counts_waiters and -1 < self._max_overflow <= self._overflow and not self._pool.qsize()
-        )
-        if waits:
-            tracker.wait_started()
         try:
             fairy = original_connect(self)
         except BaseException as exc:
-            if waits:
-                tracker.wait_ended()
             if counts_timeouts and isinstance(exc, sa_exc.TimeoutError):
                 tracker.timed_out()
             tracker.checkout_failed(started)
             raise
-        if waits:
-            tracker.wait_ended()
         now = perf_counter()
         record = fairy._connection_record
         waited = now - started
@@ -127,17 +116,36 @@ def _make_connect(cls: type[Pool]) -> Callable[[Any], Any]:
                     holder = None
                 if holder is None:  # no task: a loop callback, or no loop at all
                     holder = threading.current_thread()
-                record._poolwatch_site = (
-                    holder,
-                    current_route() if RouteTracking.enabled else None,
-                )
+                record._poolwatch_site = holder
+                if route_tracking.enabled:
+                    record._poolwatch_route = current_route()
                 if stats.leaked:
                     stats.leaked.discard(record)
         except Exception:
             tracker.internal_error()
         return fairy
 
+    if counts_timeouts and not _reports_waiters(cls):
+        return _counting_waiters(connect)
     return connect
+
+
+def _counting_waiters(connect: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``connect`` for an asyncio QueuePool whose queue we cannot read waiters from: the
+    caller's wait is decided here, before it asks (one thread: no race)."""
+
+    def counting_connect(self: Any) -> Any:
+        tracker: PoolTracker | None = self._poolwatch
+        # The caller blocks on the queue when every allowed connection exists and none is idle.
+        if tracker is None or not -1 < self._max_overflow <= self._overflow or self._pool.qsize():
+            return connect(self)
+        tracker.wait_started()
+        try:
+            return connect(self)
+        finally:
+            tracker.wait_ended()
+
+    return counting_connect
 
 
 def _make_return_conn(cls: type[Pool]) -> Callable[[Any, Any], None]:
@@ -162,12 +170,11 @@ def _make_return_conn(cls: type[Pool]) -> Callable[[Any, Any], None]:
                         hist.counts[index] += 1
                         hist.sum += held
                         if tracker.capture_sites:  # PoolTracker.check_returned_site, inlined
-                            site = record._poolwatch_site
-                            record._poolwatch_site = None  # let go of the holder
                             if stats.leaked and record in stats.leaked:
                                 stats.leaked.discard(record)
                             elif held > tracker.leak_threshold:  # type: ignore[operator]
-                                tracker.report_leak(site, held, returned=True)
+                                tracker.report_leak(site_of(record), held, returned=True)
+                            record._poolwatch_site = None  # let go of the holder
                 except Exception:
                     tracker.internal_error()
         original_return_conn(self, record)

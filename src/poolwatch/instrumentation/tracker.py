@@ -19,7 +19,7 @@ from time import perf_counter, time
 from typing import TYPE_CHECKING, Any
 
 from poolwatch.instrumentation.callsite import capture_callsite, capture_holder, describe_holder
-from poolwatch.instrumentation.context import RouteTracking, current_route
+from poolwatch.instrumentation.context import current_route, route_tracking
 from poolwatch.instrumentation.exemplars import trace_labels
 from poolwatch.instrumentation.stats import PoolStats
 
@@ -72,7 +72,7 @@ class PoolTracker:
     ) -> None:
         self._engine_ref: weakref.ref[Engine] = weakref.ref(engine)
         self.stats = stats
-        self.leak_threshold = leak_threshold
+        self.leak_threshold = None if leak_threshold is None else float(leak_threshold)
         self.capture_sites = leak_threshold is not None
         # Who holds a connection: the exact checkout line on request, else the asyncio task
         # (an AsyncEngine's pool is used from its event loop: asyncio.current_task directly,
@@ -244,7 +244,9 @@ class PoolTracker:
             holder = None
         if holder is None:  # no task: a loop callback, or no loop at all
             holder = threading.current_thread()
-        record._poolwatch_site = (holder, current_route() if RouteTracking.enabled else None)
+        record._poolwatch_site = holder
+        if route_tracking.enabled:
+            record._poolwatch_route = current_route()
         if self.stats.leaked:
             # a record is reused: a leak flag left by a racing scan must not hide this
             # checkout's own leak
@@ -253,12 +255,11 @@ class PoolTracker:
     def check_returned_site(self, record: Any, held: float) -> None:
         """Leak detection's part of a checkin: forget the holder, report a long hold once."""
         stats = self.stats
-        site = site_of(record)
-        record._poolwatch_site = None  # let go of the holder
         if stats.leaked and record in stats.leaked:
             stats.leaked.discard(record)  # already reported by the scan
         elif self.leak_threshold is not None and held > self.leak_threshold:
-            self.report_leak(site, held, returned=True)
+            self.report_leak(site_of(record), held, returned=True)
+        record._poolwatch_site = None  # let go of the holder
 
     def wait_started(self) -> None:
         """A caller found the pool at capacity and is about to wait."""
@@ -393,10 +394,15 @@ def site_of(record: Any) -> Site | None:
     """Who checked ``record`` out and for which request (with leak detection on).
 
     Kept on the pool's connection record itself (SQLAlchemy's records have a
-    ``__dict__``): an attribute store costs a third of a dict entry added and removed.
+    ``__dict__``): an attribute store costs a third of a dict entry added and removed. The
+    holder and the route are two attributes, not one tuple: without RouteMiddleware a
+    checkout stores just the holder, and allocates nothing.
     """
-    site: Site | None = getattr(record, "_poolwatch_site", None)
-    return site
+    holder: object | None = getattr(record, "_poolwatch_site", None)
+    if holder is None:
+        return None
+    route = getattr(record, "_poolwatch_route", None) if route_tracking.enabled else None
+    return holder, route
 
 
 def _describe(site: Site | None) -> str:
