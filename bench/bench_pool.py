@@ -18,16 +18,24 @@ sequentially and from 50 concurrent tasks; and a FastAPI endpoint doing ``SELECT
 
 Prints microseconds per operation (median over rounds) and the ratio to ``bare``: the
 median over rounds of (variant time / bare time in that same round), with its quartiles.
+
+One process's ratios move by about +-0.01 from one process to the next even with many
+rounds (where each object lands in memory differs per process). ``--processes N`` repeats
+the whole interleaved run in N fresh processes, one after the other, and pools their
+rounds; it also prints each process's own median.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -202,6 +210,7 @@ async def run(url: str, rounds: int, ops: int, variants: list[str]) -> dict[str,
             endpoint[flag].append(await endpoint_rate(apps[flag][0], ops // 2))
     for _, engine in apps.values():
         await engine.dispose()
+    endpoint_times = {"bare": endpoint[False], "poolwatch": endpoint[True]}
 
     engines = {name: VARIANTS[name](url) for name in variants}
     for name, engine in engines.items():
@@ -225,34 +234,72 @@ async def run(url: str, rounds: int, ops: int, variants: list[str]) -> dict[str,
     for engine in engines.values():
         await engine.dispose()
 
-    return {"pool": results, "endpoint": endpoint}
+    return {"pool": results, "endpoint": endpoint_times}
 
 
-def report(data: dict[str, Any], variants: list[str]) -> None:
+def median_ratio(times: list[float], bare: list[float]) -> float:
+    """Median over rounds of (variant time / bare time in the same round)."""
+    return statistics.median(t / b for t, b in zip(times, bare, strict=True))
+
+
+def report(runs: list[dict[str, Any]], variants: list[str]) -> None:
+    """Print the pooled rounds of ``runs`` (one per process), each process's median too."""
     print(f"python {sys.version.split()[0]}, sqlalchemy {sa.__version__}, pid {os.getpid()}")
-    for workload, per_variant in data["pool"].items():
-        bare = per_variant["bare"]
-        rounds = len(bare)
-        print(f"\n{workload}: async with engine.connect(): pass  ({rounds} rounds)")
-        print(f"  {'variant':<10} {'us/op':>8} {'ratio':>7}   ratio p25-p75")
+    processes = len(runs)
+    for workload in runs[0]["pool"]:
+        per_run = [run["pool"][workload] for run in runs]
+        bare = [t for run in per_run for t in run["bare"]]
+        print(
+            f"\n{workload}: async with engine.connect(): pass  "
+            f"({len(bare)} rounds, {processes} process{'es' if processes > 1 else ''})"
+        )
+        each = "   per-process ratios" if processes > 1 else ""
+        print(f"  {'variant':<10} {'us/op':>8} {'ratio':>7}   ratio p25-p75{each}")
         for name in variants:
-            times = per_variant[name]
+            times = [t for run in per_run for t in run[name]]
             ratios = sorted(t / b for t, b in zip(times, bare, strict=True))
             q1, q3 = ratios[len(ratios) // 4], ratios[(3 * len(ratios)) // 4]
-            print(
+            line = (
                 f"  {name:<10} {statistics.median(times) * 1e6:8.1f} "
                 f"{statistics.median(ratios):7.3f}   {q1:.3f}-{q3:.3f}"
             )
-    bare_t, inst_t = data["endpoint"][False], data["endpoint"][True]
+            if processes > 1:
+                line += "   " + " ".join(
+                    f"{median_ratio(run[name], run['bare']):.3f}" for run in per_run
+                )
+            print(line)
+    bare_t = [t for run in runs for t in run["endpoint"]["bare"]]
+    inst_t = [t for run in runs for t in run["endpoint"]["poolwatch"]]
     paired = sorted(b / i for b, i in zip(bare_t, inst_t, strict=True))
     print("\nFastAPI GET /one (SELECT 1), 20 concurrent clients, in-process ASGI")
     print(f"  {'variant':<10} {'req/s':>8} {'ratio':>7}")
     print(f"  {'bare':<10} {1 / statistics.median(bare_t):8.0f} {1.0:7.3f}")
-    print(
+    line = (
         f"  {'poolwatch':<10} {1 / statistics.median(inst_t):8.0f} "
         f"{statistics.median(paired):7.3f}  (throughput ratio)"
     )
+    if processes > 1:
+        line += "  per process: " + " ".join(
+            f"{median_ratio(run['endpoint']['bare'], run['endpoint']['poolwatch']):.3f}"
+            for run in runs
+        )
+    print(line)
     print("\nratio = median over rounds of (variant time / bare time in the same round)")
+
+
+def run_processes(url: str, args: argparse.Namespace, variants: list[str]) -> list[dict[str, Any]]:
+    """The whole run in ``args.processes`` fresh processes, one after the other."""
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(args.processes):
+            out = os.path.join(tmp, f"run{i}.json")
+            command = [sys.executable, os.path.abspath(__file__), "--dsn", url]
+            command += ["--rounds", str(args.rounds), "--ops", str(args.ops)]
+            command += ["--variants", ",".join(variants), "--json-out", out]
+            subprocess.run(command, check=True)
+            with open(out) as f:
+                runs.append(json.load(f))
+    return runs
 
 
 def main() -> None:
@@ -261,13 +308,32 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--ops", type=int, default=500, help="operations per round and variant")
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="repeat the whole run in N fresh processes and pool their rounds",
+    )
+    parser.add_argument("--json-out", help=argparse.SUPPRESS)  # a --processes child's results
     args = parser.parse_args()
     variants = [v for v in args.variants.split(",") if v]
     if "bare" not in variants:
         variants.insert(0, "bare")
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        parser.error(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
+    if args.processes < 1:
+        parser.error("--processes must be at least 1")
     with asyncpg_url(args.dsn) as url:
-        data = asyncio.run(run(url, args.rounds, args.ops, variants))
-    report(data, variants)
+        if args.json_out:
+            with open(args.json_out, "w") as f:
+                json.dump(asyncio.run(run(url, args.rounds, args.ops, variants)), f)
+            return
+        if args.processes == 1:
+            runs = [asyncio.run(run(url, args.rounds, args.ops, variants))]
+        else:
+            runs = run_processes(url, args, variants)
+    report(runs, variants)
 
 
 if __name__ == "__main__":
