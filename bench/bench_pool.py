@@ -7,6 +7,8 @@ round by round in one process so machine noise hits them all alike:
   poolwatch   poolwatch.instrument(...) with every metric and leak detection on
   naive       prometheus_client listeners: Gauge inc/dec + Histogram observe on
               checkout/checkin (what most blog posts suggest)
+  empty       a checkout and a checkin listener that do nothing: what hooking the
+              pool through SQLAlchemy's events costs before any bookkeeping
   otel        OpenTelemetry's SQLAlchemyInstrumentor with an SDK MeterProvider
 
 Workloads: ``async with engine.connect(): pass`` on a warm pool (pool_size=10),
@@ -84,6 +86,22 @@ def make_naive(url: str) -> AsyncEngine:
     return engine
 
 
+def make_empty_listeners(url: str) -> AsyncEngine:
+    """The floor of any listener-based approach: checkout and checkin listeners that do
+    nothing (the issue measured ~1.03-1.05 for one before any code)."""
+    engine = make_bare(url)
+
+    def on_checkout(dbapi_conn: Any, record: Any, proxy: Any) -> None:
+        pass
+
+    def on_checkin(dbapi_conn: Any, record: Any) -> None:
+        pass
+
+    event.listen(engine.sync_engine.pool, "checkout", on_checkout)
+    event.listen(engine.sync_engine.pool, "checkin", on_checkin)
+    return engine
+
+
 def make_otel(url: str) -> AsyncEngine:
     from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
     from opentelemetry.sdk.metrics import MeterProvider
@@ -139,6 +157,7 @@ VARIANTS: dict[str, Setup] = {
     "bare": make_bare,
     "poolwatch": make_poolwatch,
     "naive": make_naive,
+    "empty": make_empty_listeners,
     "otel": make_otel,
     "pw+otel": make_poolwatch_otel,
 }
