@@ -65,8 +65,8 @@ def _make_connect(cls: type[Pool]) -> Callable[[Any], Any]:
     # An asyncio QueuePool's timeouts are counted here; a thread-shared QueuePool counts
     # them, and its waiters, in _do_get instead (see _make_blocking_do_get). Waiters of an
     # asyncio pool are read from its queue at scrape time (waiting_callers), which costs
-    # the checkout nothing; only a queue of unknown make has them counted here, where the
-    # caller's wait is decided (one thread: no race).
+    # the checkout nothing; only a queue of unknown make has them counted on checkout, by
+    # a wrapper around this function (_counting_waiters), so the common path has no branch.
     counts_timeouts = issubclass(cls, QueuePool) and cls._is_asyncio
 
     def connect(self: Any) -> Any:
