@@ -52,6 +52,7 @@ from _postgres import asyncpg_url
 from poolwatch.instrumentation.flusher import flusher
 
 Setup = Callable[[str], AsyncEngine]
+DSN_ENV = "POOLWATCH_BENCH_DSN"
 
 
 def make_bare(url: str) -> AsyncEngine:
@@ -314,13 +315,18 @@ def report(runs: list[dict[str, Any]], variants: list[str]) -> None:
 def run_processes(url: str, args: argparse.Namespace, variants: list[str]) -> list[dict[str, Any]]:
     """The whole run in ``args.processes`` fresh processes, one after the other."""
     runs = []
+    # The URL goes through the environment: a password on a command line is visible to
+    # every user of the machine (ps).
+    env = {**os.environ, DSN_ENV: url}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.processes):
             out = os.path.join(tmp, f"run{i}.json")
-            command = [sys.executable, os.path.abspath(__file__), "--dsn", url]
+            command = [sys.executable, os.path.abspath(__file__)]
             command += ["--rounds", str(args.rounds), "--ops", str(args.ops)]
             command += ["--variants", ",".join(variants), "--json-out", out]
-            subprocess.run(command, check=True)
+            status = subprocess.run(command, env=env, check=False).returncode
+            if status != 0:
+                sys.exit(f"bench_pool: process {i + 1} of {args.processes} failed (exit {status})")
             with open(out) as f:
                 runs.append(json.load(f))
     return runs
@@ -328,7 +334,11 @@ def run_processes(url: str, args: argparse.Namespace, variants: list[str]) -> li
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dsn", help="libpq URL of a PostgreSQL to use (default: embedded)")
+    parser.add_argument(
+        "--dsn",
+        default=os.environ.get(DSN_ENV),
+        help=f"libpq URL of a PostgreSQL to use (default: ${DSN_ENV}, else embedded)",
+    )
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--ops", type=int, default=500, help="operations per round and variant")
     parser.add_argument("--variants", default=",".join(VARIANTS))
