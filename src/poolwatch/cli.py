@@ -19,7 +19,7 @@ from urllib.parse import unquote
 
 from poolwatch import doctor as doc
 from poolwatch import sizing
-from poolwatch.redaction import redact_dsn
+from poolwatch.redaction import redact_dsn, redact_known_dsn
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -195,7 +195,7 @@ def cmd_size(args: argparse.Namespace, out: TextIO) -> int:
     server: dict[str, Any] | None = None
     if args.dsn:
         facts = _run(doc.read_server_facts(args.dsn))
-        source = doc.redact_dsn(args.dsn)
+        source = redact_known_dsn(args.dsn)
         server = {
             "max_connections": facts.max_connections,
             "superuser_reserved_connections": facts.superuser_reserved,
@@ -392,7 +392,7 @@ def cmd_doctor(args: argparse.Namespace, out: TextIO) -> int:
         settings = doc.settings_from_engine(engine, args.workers, args.engine)
         facts, prepared = _run(doc.inspect_engine(engine, args.dsn))
         if args.dsn:
-            target = doc.redact_dsn(args.dsn)
+            target = redact_known_dsn(args.dsn)
         else:
             target = unquote(str(engine.url.render_as_string(hide_password=True)))
         if prepared is not None:
@@ -402,7 +402,7 @@ def cmd_doctor(args: argparse.Namespace, out: TextIO) -> int:
         if settings.pool_recycle is not None and settings.pool_recycle < 0:
             settings.pool_recycle = None
         facts = _run(doc.read_server_facts(args.dsn))
-        target = doc.redact_dsn(args.dsn)
+        target = redact_known_dsn(args.dsn)
     if args.prepared_statements:
         settings.prepared_statements = args.prepared_statements == "on"
     checks = doc.run_checks(settings, facts, options)

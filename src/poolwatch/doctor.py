@@ -74,17 +74,12 @@ class DoctorError(RuntimeError):
 # --- DSNs ------------------------------------------------------------------------------------
 
 
-def redact_dsn(dsn: str) -> str:
-    """``dsn`` with its password replaced by ``***`` in every form it may take."""
-    return redact_known_dsn(dsn)
-
-
 def libpq_dsn(dsn: str) -> str:
     """``dsn`` as a plain ``postgresql://`` URL (drops a SQLAlchemy ``+driver`` suffix)."""
     match = re.match(r"^(postgres(?:ql)?)(\+\w+)?://", dsn)
     if not match:
         raise DoctorError(
-            f"--dsn must be a postgresql:// URL, got {redact_dsn(dsn)!r} "
+            f"--dsn must be a postgresql:// URL, got {redact_known_dsn(dsn)!r} "
             "(e.g. postgresql://user@host:5432/dbname)"
         )
     if unencoded_password(dsn):

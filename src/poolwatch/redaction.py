@@ -22,6 +22,7 @@ Example::
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 MASK = "***"
@@ -74,8 +75,13 @@ def dsn_secrets(dsn: str) -> tuple[str, ...]:
             found.append(value)
     for match in _KV_PASSWORD.finditer(dsn):  # a libpq key=value string
         found.append(match.group(2).strip("'"))
-    variants = {form for secret in found for form in (secret, unquote(secret)) if form}
-    return tuple(sorted(variants, key=len, reverse=True))
+    return longest_first(form for secret in found for form in (secret, unquote(secret)))
+
+
+def longest_first(secrets: Iterable[str]) -> tuple[str, ...]:
+    """``secrets`` without empties or repeats, longest first: a secret that contains
+    another is masked whole before the shorter one could cut it in two."""
+    return tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
 
 
 def unencoded_password(dsn: str) -> bool:

@@ -30,7 +30,8 @@ from typing import Any, TextIO
 from poolwatch.demo.app import APP_NAME, DROP_SQL, MAX_OVERFLOW, POOL_SIZE, POOL_TIMEOUT
 from poolwatch.demo.display import Display, Phase
 from poolwatch.demo.metrics import AlertRule, Samples, Snapshot, firing, load_rules
-from poolwatch.doctor import libpq_dsn, redact_dsn
+from poolwatch.doctor import libpq_dsn
+from poolwatch.redaction import redact_known_dsn
 
 LEAK_THRESHOLD = 3.0
 CHARGE_DELAY = 2.0
@@ -239,7 +240,8 @@ def _prepare_database(res: Resources, dsn: str | None) -> tuple[str, str, str, s
             (database,) = asyncio.run(_execute(dsn, "SELECT current_database()"))
         except Exception as exc:
             raise DemoError(
-                f"cannot use {redact_dsn(dsn)}: {type(exc).__name__}: {str(exc).strip()[:200]}"
+                f"cannot use {redact_known_dsn(dsn)}: "
+                f"{type(exc).__name__}: {str(exc).strip()[:200]}"
             ) from exc
         res.dsn = dsn
         plain = libpq_dsn(dsn)
@@ -247,7 +249,7 @@ def _prepare_database(res: Resources, dsn: str | None) -> tuple[str, str, str, s
             "postgresql+asyncpg://" + plain[len("postgresql://") :],
             dsn,
             database,
-            redact_dsn(dsn),
+            redact_known_dsn(dsn),
         )
     from poolwatch.embedded import EmbeddedPostgresUnavailable, start_local_postgres
 

@@ -16,6 +16,7 @@ from dataclasses import replace
 from typing import Any
 
 from .. import __version__
+from ..redaction import longest_first
 from .database import DatabaseUnavailable
 from .dsn import DsnError, environment_password, load_dsn, scrub
 from .logs import setup_logging
@@ -101,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(scrub(str(exc)), 2)
     password = environment_password()
     if password:  # libpq-style clients read PGPASSWORD when the URL has none: mask it too
-        dsn = replace(dsn, secrets=tuple(sorted({*dsn.secrets, password}, key=len, reverse=True)))
+        dsn = replace(dsn, secrets=longest_first((*dsn.secrets, password)))
     setup_logging(settings.log_level, settings.log_format, dsn.secrets)
     app = ExporterApp(settings, dsn, web_config)
     try:
