@@ -428,6 +428,60 @@ async def test_dispose_keeps_instrumentation(pg: PgTarget, registry: CollectorRe
         await engine.dispose()
 
 
+async def test_unused_pool_is_rebuilt_with_its_settings_and_listeners(
+    pg: PgTarget, registry: CollectorRegistry
+) -> None:
+    engine = create_async_engine(
+        pg.url(),
+        pool_size=3,
+        max_overflow=2,
+        pool_timeout=4,
+        pool_pre_ping=True,
+        pool_use_lifo=True,
+    )
+    before = engine.pool
+    seen: list[str] = []
+    event.listen(before, "checkout", lambda *args: seen.append("checkout"))
+    poolwatch.instrument(engine, name="rebuilt", registry=registry)
+    pool: Any = engine.pool
+    try:
+        # No connection existed yet: the pool was rebuilt by its own recreate(), as
+        # engine.dispose() would, and the old one was left as it was.
+        assert pool is not before and isinstance(pool, AsyncAdaptedQueuePool)
+        assert type(before) is AsyncAdaptedQueuePool and "_poolwatch" not in before.__dict__
+        settings = (pool.size(), pool._max_overflow, pool._timeout, pool._pre_ping)
+        assert settings == (3, 2, 4, True) and pool._pool.use_lifo
+        async with engine.connect():
+            pass
+        assert seen == ["checkout"]  # a listener of the pool it replaced still fires
+        assert value(registry, "sqlalchemy_pool_checkouts_total", "rebuilt") == 1
+        assert value(registry, "sqlalchemy_pool_size", "rebuilt") == 3
+    finally:
+        await engine.dispose()
+
+
+async def test_pool_in_use_is_instrumented_in_place(
+    pg: PgTarget, registry: CollectorRegistry
+) -> None:
+    engine = create_async_engine(pg.url(), pool_size=2)
+    held = await engine.connect()
+    await held.execute(sa.text("select 1"))
+    pool = engine.pool
+    poolwatch.instrument(engine, name="in-use", registry=registry)
+    try:
+        assert engine.pool is pool  # its connections point at it: it keeps its identity
+        assert value(registry, "sqlalchemy_pool_checked_out", "in-use") == 1
+        await held.close()  # checked out before poolwatch: returned, not counted
+        assert_gauges_match_pool(registry, engine, "in-use")
+        assert value(registry, "sqlalchemy_pool_idle", "in-use") == 1
+        async with engine.connect():
+            pass
+        assert value(registry, "sqlalchemy_pool_checkouts_total", "in-use") == 1
+        assert value(registry, "sqlalchemy_pool_checkins_total", "in-use") == 1
+    finally:
+        await engine.dispose()
+
+
 async def test_instrument_twice_is_harmless(pg: PgTarget, registry: CollectorRegistry) -> None:
     engine = create_async_engine(pg.url())
     first = poolwatch.instrument(engine, name="twice", registry=registry)

@@ -209,7 +209,7 @@ def instrument(
             from poolwatch.instrumentation.otel import OtelSink
 
             sinks.append(OtelSink(tracker, meter_provider))
-        hooks.attach(sync_engine.pool, tracker)
+        hooks.attach_engine(sync_engine, tracker)
         forking.watch(tracker)
         if collector is not None:
             collector.add(tracker)

@@ -7,6 +7,8 @@ Rather than monkeypatching bound methods (which ``engine.dispose()`` would lose,
 builds a new pool with ``self.__class__(...)``), the pool's class is swapped for a subclass
 that adds the measurements and otherwise defers to the original. Because
 ``recreate()`` uses ``self.__class__``, a disposed engine's new pool is instrumented too.
+A pool that has not connected yet is not swapped but rebuilt as that subclass
+(attach_engine), which keeps CPython's specialised method lookups on it.
 
 Rare events (invalidation, detach) use ordinary pool event listeners, which
 ``recreate()`` carries over to the new pool as well.
@@ -35,6 +37,8 @@ from poolwatch.instrumentation.exemplars import trace_labels
 from poolwatch.instrumentation.tracker import EXEMPLAR_MIN_SECONDS, site_of
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
     from poolwatch.instrumentation.tracker import PoolTracker
 
 _modules = sys.modules
@@ -293,6 +297,46 @@ def _instrumented_class(cls: type[Pool]) -> type[Pool]:
         sub = type(cls.__name__, (cls,), namespace)
         _subclasses[cls] = sub
     return sub
+
+
+def attach_engine(engine: Engine, tracker: PoolTracker) -> None:
+    """Make ``engine``'s pool report to ``tracker``.
+
+    A QueuePool that has not opened a connection yet (the usual case: ``instrument()`` at
+    start-up) is replaced by a fresh instance of the instrumented class, built by its own
+    ``recreate()`` as ``engine.dispose()`` would (same arguments, same listeners). Why not
+    just swap its class: a swapped instance's attribute dict still shares the key table of
+    its original class, so CPython 3.11 cannot specialise method lookups on it for the new
+    class, and SQLAlchemy's ``pool._do_get()``, ``pool._return_conn()``,
+    ``pool._should_log_debug()`` and ``pool.connect()`` take the generic path on every
+    checkout (a few hundred instructions per checkout+checkin). A pool already in use
+    keeps its identity (its connections point at it) and is swapped.
+    """
+    pool = engine.pool
+    fresh = _unused_replacement(pool)
+    if fresh is not None:
+        engine.pool = fresh
+        pool = fresh
+    attach(pool, tracker)
+
+
+def _unused_replacement(pool: Pool) -> Pool | None:
+    if not isinstance(pool, QueuePool) or pool.checkedin() or pool.checkedout():
+        return None
+    original = type(pool)
+    instrumented = _instrumented_class(original)
+    borrower: Any = pool
+    try:
+        # recreate() builds ``self.__class__(...)``: borrow the instrumented class for the
+        # call (the borrower has no tracker, so the hooked recreate attaches none).
+        borrower.__class__ = instrumented
+        try:
+            fresh = borrower.recreate()
+        finally:
+            borrower.__class__ = original
+    except Exception:  # a custom pool whose recreate() fails: swap it in place instead
+        return None
+    return fresh if type(fresh) is instrumented else None
 
 
 def attach(pool: Pool, tracker: PoolTracker) -> None:
