@@ -1,0 +1,92 @@
+"""Alert thresholds: the one table alerts, dashboards, the demo and the tests read.
+
+``alerts/*.rules.yml`` are generated from this table by ``dashboards/generate.py`` (a test
+checks the committed files match), the dashboards draw the same values as panel thresholds,
+and ``poolwatch demo`` evaluates them on the scraped series. To change a threshold, change it
+here and run ``python dashboards/generate.py``.
+
+Example::
+
+    >>> from poolwatch import thresholds
+    >>> thresholds.POOL_NEAR_CAPACITY.value, thresholds.POOL_NEAR_CAPACITY.for_
+    (0.85, '2m')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """One alert (or one severity of it): what it compares with, for how long, how loud.
+
+    ``value`` is the number the alert's expression compares with (``None`` when it compares
+    two series); ``window`` is the range of its ``increase()``, when it has one.
+    """
+
+    alert: str
+    severity: str  # "critical" | "warning" | "info"
+    for_: str
+    value: float | None = None
+    window: str | None = None
+
+    @property
+    def number(self) -> str:
+        """``value`` as PromQL and the dashboards write it (``0.85``, ``3``, ``0.5``)."""
+        if self.value is None:
+            raise ValueError(f"{self.alert} has no threshold value")
+        return format(self.value, "g")
+
+
+# --- pools (alerts/pool.rules.yml) -----------------------------------------------------------
+
+POOL_NEAR_CAPACITY = Threshold("PoolwatchPoolNearCapacity", "warning", "2m", 0.85)
+POOL_EXHAUSTED = Threshold("PoolwatchPoolExhausted", "critical", "1m", 0)
+POOL_CHECKOUT_SLOW = Threshold("PoolwatchPoolCheckoutSlow", "warning", "2m", 0.5)
+POOL_TIMEOUTS = Threshold("PoolwatchPoolTimeouts", "warning", "1m", 0, "5m")
+# value: the oldest checkout (seconds) that makes a checkin lag a probable leak.
+POOL_CHECKINS_LAGGING = Threshold("PoolwatchPoolCheckinsLagging", "warning", "5m", 60, "15m")
+# PoolwatchPoolCheckinsLagging also fires on one checkout held this long, lag or not.
+POOL_STUCK_CHECKOUT_SECONDS = 600
+POOL_CONNECTION_LEAK = Threshold("PoolwatchPoolConnectionLeak", "warning", "1m", 0, "10m")
+POOL_CONNECT_ERRORS = Threshold("PoolwatchPoolConnectErrors", "warning", "1m", 0, "5m")
+POOL_INVALIDATION_BURST = Threshold("PoolwatchPoolInvalidationBurst", "info", "1m", 5, "5m")
+
+# --- PostgreSQL (alerts/postgres.rules.yml) --------------------------------------------------
+
+EXPORTER_DOWN = Threshold("PoolwatchExporterDown", "warning", "2m", 0)
+POSTGRES_DOWN = Threshold("PoolwatchPostgresDown", "critical", "1m", 0)
+POSTGRES_CONNECTIONS_WARNING = Threshold(
+    "PoolwatchPostgresTooManyConnections", "warning", "5m", 0.8
+)
+POSTGRES_CONNECTIONS_CRITICAL = Threshold(
+    "PoolwatchPostgresTooManyConnections", "critical", "2m", 0.9
+)
+POSTGRES_IDLE_IN_TRANSACTION = Threshold("PoolwatchPostgresIdleInTransaction", "warning", "2m", 0)
+POSTGRES_LOCK_WAITS = Threshold("PoolwatchPostgresLockWaits", "warning", "2m", 3)
+POSTGRES_BLOCKED_SESSIONS = Threshold("PoolwatchPostgresBlockedSessions", "warning", "5m", 0)
+
+# --- the connection budget (alerts/budget.rules.yml) -----------------------------------------
+
+# Long enough to ride out a rolling deploy, when old and new workers both report.
+CONNECTION_BUDGET_EXCEEDED = Threshold("PoolwatchConnectionBudgetExceeded", "warning", "15m")
+
+ALL: tuple[Threshold, ...] = (
+    POOL_NEAR_CAPACITY,
+    POOL_EXHAUSTED,
+    POOL_CHECKOUT_SLOW,
+    POOL_TIMEOUTS,
+    POOL_CHECKINS_LAGGING,
+    POOL_CONNECTION_LEAK,
+    POOL_CONNECT_ERRORS,
+    POOL_INVALIDATION_BURST,
+    EXPORTER_DOWN,
+    POSTGRES_DOWN,
+    POSTGRES_CONNECTIONS_WARNING,
+    POSTGRES_CONNECTIONS_CRITICAL,
+    POSTGRES_IDLE_IN_TRANSACTION,
+    POSTGRES_LOCK_WAITS,
+    POSTGRES_BLOCKED_SESSIONS,
+    CONNECTION_BUDGET_EXCEEDED,
+)
