@@ -8,6 +8,7 @@ handle with the base URL; ``stop()`` ends the process (and only that process).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import re
 import socket
@@ -168,6 +169,16 @@ DASHBOARDS_DIR = REPO / "dashboards"
 RULE_FILES = sorted(ALERTS_DIR.glob("*.rules.yml"))
 RULE_TESTS = sorted((ALERTS_DIR / "tests").glob("*.test.yml"))
 DASHBOARD_FILES = sorted(DASHBOARDS_DIR.glob("*.json"))
+
+
+def load_generator() -> Any:
+    """dashboards/generate.py as a module (it puts its sibling modules on sys.path)."""
+    spec = importlib.util.spec_from_file_location("generate", DASHBOARDS_DIR / "generate.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 # Metrics Prometheus itself provides, which no poolwatch module registers.
 PROMETHEUS_BUILTIN_METRICS = frozenset({"up", "ALERTS", "ALERTS_FOR_STATE"})

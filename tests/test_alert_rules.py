@@ -6,7 +6,8 @@
 - ``amtool check-config`` on the example Alertmanager config, and its routing by severity;
 - conventions: a shared CamelCase prefix, ``for:`` on every alert, ``severity``, ``summary``,
   a templated ``description`` and a ``runbook_url`` whose anchor exists in docs/runbook.md;
-- no ``rate()``/``irate()``/``increase()`` over a gauge (types from metric_names.py).
+- no ``rate()``/``irate()``/``increase()`` over a gauge (types from metric_names.py);
+- the committed files are dashboards/generate.py's output, from poolwatch.thresholds.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from poolwatch import metric_names
+from poolwatch import metric_names, thresholds
 from prom_support import (
     ALERTS_DIR,
     REPO,
@@ -29,6 +30,7 @@ from prom_support import (
     dashboard_exprs,
     histogram_base,
     load_dashboards,
+    load_generator,
     load_rule_groups,
     rate_arguments,
     recording_rule_names,
@@ -66,6 +68,32 @@ def test_rule_files_exist() -> None:
     names = {p.name for p in RULE_FILES}
     assert {"pool.rules.yml", "postgres.rules.yml", "budget.rules.yml"} <= names
     assert RULE_TESTS, "no promtool unit tests in alerts/tests/"
+
+
+def test_rule_files_match_generator() -> None:
+    module = load_generator()
+    generated = {path.name: text for path, text in module.generated_files().items()}
+    assert {p.name for p in RULE_FILES} <= set(generated)
+    for path in RULE_FILES:
+        assert path.read_text() == generated[path.name], (
+            f"alerts/{path.name} differs from dashboards/generate.py: run it and commit"
+        )
+
+
+def test_every_alert_comes_from_the_thresholds_table() -> None:
+    table = {(th.alert, th.severity): th for th in thresholds.ALL}
+    assert len(table) == len(thresholds.ALL), "two entries for one alert and severity"
+    rules = {(r["alert"], r["labels"]["severity"]): r for r in alert_rules()}
+    assert len(rules) == len(alert_rules()), "two rules for one alert and severity"
+    assert set(rules) == set(table)
+    for key, rule in rules.items():
+        threshold = table[key]
+        assert rule["for"] == threshold.for_, key
+        if threshold.window is not None:
+            assert f"[{threshold.window}])" in rule["expr"], key
+        if threshold.value is not None:
+            number = re.compile(rf"(?<![\w.]){re.escape(threshold.number)}(?![\w.])")
+            assert number.search(rule["expr"]), f"{key}: {threshold.number} not in the expr"
 
 
 def test_promtool_check_rules() -> None:

@@ -9,14 +9,16 @@ accepted by a real Prometheus (variables substituted).
 
 from __future__ import annotations
 
-import importlib.util
 import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from poolwatch import thresholds as t
 from prom_support import (
     DASHBOARDS_DIR,
     Process,
@@ -24,10 +26,13 @@ from prom_support import (
     dashboard_exprs,
     dashboard_panels,
     load_dashboards,
+    load_generator,
     prom_api,
+    promql_selectors,
     start_prometheus,
     substitute_variables,
 )
+from support import require_tool
 
 DASHBOARDS = load_dashboards()
 EXPECTED = {
@@ -77,19 +82,28 @@ REQUIRED_PANELS = {
 }
 # Panels that deliberately span every job/instance (the budget is per server).
 UNFILTERED_PANELS = {"Connection budget per server", "Budget used"}
-# (dashboard, panel title) -> (alert, threshold the panel must draw)
+# (dashboard, panel title) -> the threshold (poolwatch.thresholds) the panel must draw
 THRESHOLDS = {
-    ("sqlalchemy-pool.json", "Utilization"): ("PoolwatchPoolNearCapacity", 0.85),
-    ("sqlalchemy-pool.json", "Highest pool utilization"): ("PoolwatchPoolNearCapacity", 0.85),
-    ("sqlalchemy-pool.json", "Checkout wait p50 / p95 / p99"): ("PoolwatchPoolCheckoutSlow", 0.5),
-    ("sqlalchemy-pool.json", "Invalidations by reason"): ("PoolwatchPoolInvalidationBurst", 5),
-    ("sqlalchemy-pool.json", "Oldest checkout"): ("PoolwatchPoolCheckinsLagging", 60),
-    ("postgresql-sessions.json", "Lock waits"): ("PoolwatchPostgresLockWaits", 3),
-    ("postgresql-sessions.json", "Connections used"): ("PoolwatchPostgresTooManyConnections", 0.8),
-    ("postgresql-sessions.json", "Connections used (ratio)"): (
-        "PoolwatchPostgresTooManyConnections",
-        0.9,
-    ),
+    ("sqlalchemy-pool.json", "Utilization"): t.POOL_NEAR_CAPACITY,
+    ("sqlalchemy-pool.json", "Highest pool utilization"): t.POOL_NEAR_CAPACITY,
+    ("sqlalchemy-pool.json", "Checkout wait p50 / p95 / p99"): t.POOL_CHECKOUT_SLOW,
+    ("sqlalchemy-pool.json", "Invalidations by reason"): t.POOL_INVALIDATION_BURST,
+    ("sqlalchemy-pool.json", "Oldest checkout"): t.POOL_CHECKINS_LAGGING,
+    ("postgresql-sessions.json", "Lock waits"): t.POSTGRES_LOCK_WAITS,
+    ("postgresql-sessions.json", "Connections used"): t.POSTGRES_CONNECTIONS_WARNING,
+    ("postgresql-sessions.json", "Connections used (ratio)"): t.POSTGRES_CONNECTIONS_CRITICAL,
+}
+# Panels whose families have no series on a quiet server: they read 0 there instead of
+# "No data", but only for an exporter that reached its server.
+QUIET_AS_ZERO_PANELS = {
+    "Stale idle in transaction",
+    "Idle in transaction sessions",
+    "Longest idle in transaction",
+    "Lock waits",
+    "Longest lock wait",
+    "Blocked vs blocking",
+    "Longest transaction",
+    "Longest query",
 }
 
 params = pytest.mark.parametrize("filename", sorted(EXPECTED))
@@ -106,10 +120,7 @@ def test_both_dashboards_exist() -> None:
 
 
 def test_json_matches_generator() -> None:
-    spec = importlib.util.spec_from_file_location("generate", DASHBOARDS_DIR / "generate.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_generator()
     for filename, builder in module.DASHBOARDS.items():
         committed = (DASHBOARDS_DIR / filename).read_text()
         assert committed == module.render(builder), (
@@ -210,16 +221,84 @@ def _threshold_values(p: dict[str, Any]) -> list[float]:
     return [s["value"] for s in steps if s["value"] is not None]
 
 
-@pytest.mark.parametrize(("where", "expected"), sorted(THRESHOLDS.items()))
-def test_thresholds_match_alerts(where: tuple[str, str], expected: tuple[str, float]) -> None:
+@pytest.mark.parametrize(("where", "threshold"), sorted(THRESHOLDS.items()))
+def test_thresholds_match_alerts(where: tuple[str, str], threshold: t.Threshold) -> None:
     filename, title = where
-    alert, value = expected
     p = panel(filename, title)
-    assert value in _threshold_values(p), f"{title}: {value} not drawn"
-    exprs = [r["expr"] for r in alert_rules() if r["alert"] == alert]
-    number = re.compile(rf"(?<![\w.]){re.escape(format(value, 'g'))}(?![\w.])")
-    assert any(number.search(e) for e in exprs), f"{alert} does not use {value}"
-    assert alert in p["description"], f"{title}: description does not name {alert}"
+    assert threshold.value in _threshold_values(p), f"{title}: {threshold.value} not drawn"
+    rules = [
+        r
+        for r in alert_rules()
+        if r["alert"] == threshold.alert and r["labels"]["severity"] == threshold.severity
+    ]
+    assert len(rules) == 1, f"{threshold.alert} ({threshold.severity}): {len(rules)} rules"
+    number = re.compile(rf"(?<![\w.]){re.escape(threshold.number)}(?![\w.])")
+    assert number.search(rules[0]["expr"]), f"{threshold.alert} does not use {threshold.value}"
+    assert rules[0]["for"] == threshold.for_
+    assert threshold.alert in p["description"], f"{title}: description does not name the alert"
+
+
+@params
+def test_quiet_panels_read_zero_only_for_a_reachable_server(filename: str) -> None:
+    """A family with no series on a quiet server reads 0, not "No data"; a server the
+    exporter cannot reach (pg_up 0) still shows no data."""
+    quiet = [
+        p for p in dashboard_panels(DASHBOARDS[filename]) if p["title"] in QUIET_AS_ZERO_PANELS
+    ]
+    if filename == "postgresql-sessions.json":
+        assert {p["title"] for p in quiet} == QUIET_AS_ZERO_PANELS
+    for p in quiet:
+        for tgt in p["targets"]:
+            assert re.search(r" or on \((job, instance)?\) 0 \* ", tgt["expr"]), p["title"]
+            assert "(pg_up{" in tgt["expr"] and "} == 1)" in tgt["expr"], p["title"]
+
+
+def _quiet_cases(expr: str) -> list[dict[str, Any]]:
+    """promtool cases for one quiet-as-zero query: quiet server, server down, busy server."""
+    query = substitute_variables(expr)
+    (family,) = promql_selectors(query) - {"pg_up"}
+    target = 'job="pe", instance="db:19187"'
+    aggregated = " or on () " in query
+    if query.startswith("sum("):
+        busy = "{}"
+    elif query.startswith("max by (datname)"):
+        busy = '{datname="app"}'
+    else:
+        busy = f'{family}{{datname="app", {target}}}'
+
+    def case(up: int, extra: list[dict[str, str]], samples: list[dict[str, Any]]) -> dict[str, Any]:
+        series = [{"series": f"pg_up{{{target}}}", "values": f"{up}x5"}, *extra]
+        check = {"expr": query, "eval_time": "2m", "exp_samples": samples}
+        return {"interval": "1m", "input_series": series, "promql_expr_test": [check]}
+
+    quiet_labels = "{}" if aggregated else f"{{{target}}}"
+    busy_series = [{"series": f'{family}{{datname="app", {target}}}', "values": "4x5"}]
+    return [
+        case(1, [], [{"labels": quiet_labels, "value": 0}]),
+        case(0, [], []),
+        case(1, busy_series, [{"labels": busy, "value": 4}]),
+    ]
+
+
+def test_quiet_panels_evaluate_on_prometheus(tmp_path: Path) -> None:
+    """Evaluated by promtool (Prometheus' engine): 0 for a quiet reachable server, nothing for
+    an unreachable one, and only the real series when there are some."""
+    promtool = require_tool("promtool")
+    dash = DASHBOARDS["postgresql-sessions.json"]
+    exprs = [
+        tgt["expr"]
+        for p in dashboard_panels(dash)
+        if p["title"] in QUIET_AS_ZERO_PANELS
+        for tgt in p["targets"]
+    ]
+    assert len(exprs) >= len(QUIET_AS_ZERO_PANELS)
+    tests = [case for expr in exprs for case in _quiet_cases(expr)]
+    test_file = tmp_path / "quiet.test.yml"
+    test_file.write_text(yaml.safe_dump({"rule_files": [], "tests": tests}, sort_keys=False))
+    result = subprocess.run(
+        [promtool, "test", "rules", str(test_file)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_budget_panel_joins_pools_with_the_server() -> None:

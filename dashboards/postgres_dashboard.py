@@ -1,0 +1,319 @@
+"""The "PostgreSQL sessions" dashboard (metrics of poolwatch-exporter), one function per row."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from panels import dashboard, query_variable, row, stat, steps, table, target, targets, timeseries
+from promql import PG_DB_SEL, PG_SEL, quiet_as_zero, sel, sessions, usable
+
+from poolwatch import metric_names as m
+from poolwatch import thresholds as t
+
+Panel = dict[str, Any]
+PER_DB = "{{datname}} {{instance}}"
+USABLE = f"({usable(PG_SEL)})"
+SESSIONS = sessions(PG_SEL)
+WARN, CRIT = t.POSTGRES_CONNECTIONS_WARNING, t.POSTGRES_CONNECTIONS_CRITICAL
+
+
+def _db(spec: m.MetricSpec) -> str:
+    """``spec`` filtered by the variables, 0 per reachable server when it has no series."""
+    return quiet_as_zero(sel(spec, PG_DB_SEL))
+
+
+def overview() -> list[Panel]:
+    """Reachability, connections used, headroom and stale idle-in-transaction sessions."""
+    idle_tx = t.POSTGRES_IDLE_IN_TRANSACTION
+    return [
+        row("Overview"),
+        stat(
+            "PostgreSQL reachable",
+            "pg_up: 1 when the exporter's last query reached the server "
+            f"({t.POSTGRES_DOWN.alert} after {t.POSTGRES_DOWN.for_} at 0).",
+            [target(f"min({sel(m.PG_UP, PG_SEL)})", "")],
+            "none",
+            thresholds={
+                "mode": "absolute",
+                "steps": [{"color": "red", "value": None}, {"color": "green", "value": 1}],
+            },
+            mappings=[
+                {
+                    "type": "value",
+                    "options": {
+                        "0": {"text": "DOWN", "index": 0},
+                        "1": {"text": "UP", "index": 1},
+                    },
+                }
+            ],
+        ),
+        stat(
+            "Connections used",
+            f"Client sessions / (max_connections - reserved). {WARN.alert}: warning at "
+            f"{WARN.value:.0%} for {WARN.for_}, critical at {CRIT.value:.0%} for {CRIT.for_}.",
+            [target(f"max({SESSIONS} / {USABLE})", "")],
+            "percentunit",
+            thresholds=steps((WARN.value, "orange"), (CRIT.value, "red")),
+            kind="gauge",
+        ),
+        stat(
+            "Headroom",
+            "Connections ordinary roles can still open: max_connections - reserved - "
+            "client sessions now.",
+            [target(f"min({USABLE} - {SESSIONS})", "")],
+            "short",
+            thresholds={
+                "mode": "absolute",
+                "steps": [
+                    {"color": "red", "value": None},
+                    {"color": "orange", "value": 5},
+                    {"color": "green", "value": 20},
+                ],
+            },
+        ),
+        stat(
+            "Stale idle in transaction",
+            "Sessions idle in transaction longer than the exporter's stale threshold "
+            f"(5 s by default). {idle_tx.alert}: above 0 for {idle_tx.for_}.",
+            [
+                target(
+                    quiet_as_zero(
+                        f"sum({sel(m.PG_IDLE_IN_TRANSACTION_STALE_SESSIONS, PG_DB_SEL)})",
+                        aggregated=True,
+                    ),
+                    "",
+                )
+            ],
+            "short",
+            thresholds=steps((1, "red")),
+        ),
+    ]
+
+
+def _by(label: str, what: str, description: str) -> Panel:
+    return timeseries(
+        f"Sessions by {what}",
+        description,
+        [target(f"sum by ({label}) ({sel(m.PG_SESSIONS, PG_DB_SEL)})", f"{{{{{label}}}}}")],
+        "short",
+        stack=True,
+        width=8,
+    )
+
+
+def session_panels() -> list[Panel]:
+    """Sessions by state, database and application; headroom; ratio; server processes."""
+    return [
+        row("Sessions"),
+        _by(
+            "state",
+            "state",
+            "Client sessions by state (active, idle, idle in transaction, ...; 'unknown' when "
+            "the exporter's role may not see them).",
+        ),
+        _by("datname", "database", "Client sessions by database."),
+        _by(
+            "application_name",
+            "application",
+            "Client sessions by application_name (top N, the rest as 'other').",
+        ),
+        timeseries(
+            "Headroom to max_connections",
+            "Client sessions against max_connections and max_connections - reserved "
+            f"(what ordinary roles may use). {WARN.alert} fires at {WARN.value:.0%} / "
+            f"{CRIT.value:.0%} of the usable connections (dashed on the ratio panel).",
+            targets(
+                (SESSIONS, "sessions {{instance}}"),
+                (USABLE, "usable {{instance}}"),
+                (sel(m.PG_MAX_CONNECTIONS, PG_SEL), "max_connections {{instance}}"),
+            ),
+            "short",
+            width=8,
+        ),
+        timeseries(
+            "Connections used (ratio)",
+            f"Client sessions / (max_connections - reserved). {WARN.alert}: "
+            f"{WARN.value:.0%} warning, {CRIT.value:.0%} critical.",
+            [target(f"{SESSIONS} / {USABLE}", "{{instance}}")],
+            "percentunit",
+            thresholds=steps((WARN.value, "orange"), (CRIT.value, "red")),
+            width=8,
+        ),
+        timeseries(
+            "Server processes by type",
+            "Every server process by backend_type: client backends plus autovacuum workers, "
+            "WAL senders, background workers (these have their own slots).",
+            [target(sel(m.PG_BACKENDS, PG_SEL), "{{backend_type}} {{instance}}")],
+            "short",
+            stack=True,
+            width=8,
+        ),
+    ]
+
+
+def idle_in_transaction() -> list[Panel]:
+    """Idle-in-transaction sessions, how long they have idled, and the stale ones."""
+    idle_tx = t.POSTGRES_IDLE_IN_TRANSACTION
+
+    def longest(spec: m.MetricSpec) -> str:
+        return quiet_as_zero(f"max by (datname) ({sel(spec, PG_DB_SEL)})", aggregated=True)
+
+    return [
+        row("Idle in transaction"),
+        timeseries(
+            "Idle in transaction sessions",
+            "Sessions holding a transaction open while doing nothing, by database and "
+            "application: each pins a pooled connection and its locks.",
+            [target(_db(m.PG_IDLE_IN_TRANSACTION_SESSIONS), "{{datname}} {{application_name}}")],
+            "short",
+            width=8,
+        ),
+        timeseries(
+            "Longest idle in transaction",
+            "The longest idle-in-transaction session: idle for (since its last statement) "
+            "and its transaction's age (since BEGIN).",
+            targets(
+                (longest(m.PG_IDLE_IN_TRANSACTION_MAX_IDLE_SECONDS), "idle for {{datname}}"),
+                (longest(m.PG_IDLE_IN_TRANSACTION_MAX_AGE_SECONDS), "transaction age {{datname}}"),
+            ),
+            "s",
+            width=8,
+        ),
+        timeseries(
+            "Stale idle in transaction",
+            "Sessions idle in transaction past the exporter's stale threshold. Above 0 for "
+            f"{idle_tx.for_}: {idle_tx.alert}.",
+            [target(_db(m.PG_IDLE_IN_TRANSACTION_STALE_SESSIONS), PER_DB)],
+            "short",
+            thresholds=steps((1, "red")),
+            width=8,
+        ),
+    ]
+
+
+def locks() -> list[Panel]:
+    """Lock waits, the longest one, blocked and blocking sessions."""
+    waits, blocked = t.POSTGRES_LOCK_WAITS, t.POSTGRES_BLOCKED_SESSIONS
+    return [
+        row("Locks"),
+        timeseries(
+            "Lock waits",
+            f"Sessions waiting for a lock. {waits.number} or more for {waits.for_}: {waits.alert}.",
+            [target(_db(m.PG_LOCK_WAITING_SESSIONS), PER_DB)],
+            "short",
+            thresholds=steps((waits.value, "orange")),
+            width=8,
+        ),
+        timeseries(
+            "Longest lock wait",
+            "How long the longest current lock wait has lasted.",
+            [target(_db(m.PG_LOCK_WAIT_MAX_SECONDS), PER_DB)],
+            "s",
+            width=8,
+        ),
+        timeseries(
+            "Blocked vs blocking",
+            "Sessions blocked by another process, and the distinct processes blocking them. "
+            f"Blocked sessions for {blocked.for_}: {blocked.alert}.",
+            targets(
+                (_db(m.PG_BLOCKED_SESSIONS), "blocked {{datname}} {{instance}}"),
+                (_db(m.PG_BLOCKING_SESSIONS), "blocking {{datname}} {{instance}}"),
+            ),
+            "short",
+            thresholds=steps((1, "orange")),
+            width=8,
+        ),
+    ]
+
+
+def long_running() -> list[Panel]:
+    """The oldest open transaction and the longest-running query."""
+    return [
+        row("Long-running work"),
+        timeseries(
+            "Longest transaction",
+            "Age of the oldest open transaction, by the state of its session.",
+            [target(_db(m.PG_TRANSACTION_MAX_AGE_SECONDS), "{{datname}} {{state}}")],
+            "s",
+        ),
+        timeseries(
+            "Longest query",
+            "How long the longest-running active query has been running.",
+            [target(_db(m.PG_QUERY_MAX_AGE_SECONDS), PER_DB)],
+            "s",
+        ),
+    ]
+
+
+def exporter_health() -> list[Panel]:
+    """The exporter's scrape duration, errors, visibility and build."""
+    errors = f"rate({sel(m.EXPORTER_SCRAPE_ERRORS, PG_SEL)}[$__rate_interval])"
+    return [
+        row("Exporter health"),
+        timeseries(
+            "Exporter scrape duration",
+            "Duration of the exporter's last database scrape (connect if needed + one query).",
+            [target(sel(m.EXPORTER_SCRAPE_DURATION, PG_SEL), "{{instance}}")],
+            "s",
+            width=8,
+        ),
+        timeseries(
+            "Exporter errors and targets",
+            "Failed database scrapes per second, and whether Prometheus reaches the "
+            f"exporter (up; {t.EXPORTER_DOWN.alert} after {t.EXPORTER_DOWN.for_} at 0).",
+            targets(
+                (errors, "scrape errors/s {{instance}}"), (f"up{{{PG_SEL}}}", "up {{instance}}")
+            ),
+            "short",
+            width=8,
+        ),
+        timeseries(
+            "Exporter visibility",
+            "Whether the exporter's role sees every session's state (1), and the sessions "
+            "it may not see (counted as state 'unknown'). Grant pg_monitor to fix.",
+            targets(
+                (sel(m.EXPORTER_SEES_ALL_SESSIONS, PG_SEL), "sees all {{instance}}"),
+                (sel(m.EXPORTER_HIDDEN_SESSIONS, PG_SEL), "hidden {{instance}}"),
+            ),
+            "short",
+            width=8,
+        ),
+        table(
+            "Exporter",
+            "Exporter version, queries sent, connections opened, age of the snapshot served.",
+            targets(
+                (sel(m.EXPORTER_BUILD_INFO, PG_SEL), "build"),
+                (sel(m.EXPORTER_QUERIES, PG_SEL), "queries"),
+                (sel(m.EXPORTER_CONNECTIONS_OPENED, PG_SEL), "connections"),
+                (sel(m.EXPORTER_SNAPSHOT_AGE, PG_SEL), "snapshot age"),
+            ),
+        ),
+    ]
+
+
+def postgres_dashboard() -> dict[str, Any]:
+    """The "PostgreSQL sessions" dashboard (metrics of poolwatch-exporter)."""
+    up, sessions_name = m.PG_UP.name, m.PG_SESSIONS.name
+    return dashboard(
+        "poolwatch-postgresql-sessions",
+        "PostgreSQL sessions",
+        "poolwatch: PostgreSQL sessions (poolwatch-exporter) — connections against "
+        "max_connections, idle in transaction, lock waits, long transactions.",
+        [
+            query_variable("job", "Job", f"label_values({up}, job)"),
+            query_variable("instance", "Instance", f'label_values({up}{{job=~"$job"}}, instance)'),
+            query_variable(
+                "datname",
+                "Database",
+                f'label_values({sessions_name}{{job=~"$job", instance=~"$instance"}}, datname)',
+            ),
+        ],
+        [
+            *overview(),
+            *session_panels(),
+            *idle_in_transaction(),
+            *locks(),
+            *long_running(),
+            *exporter_health(),
+        ],
+    )

@@ -1,0 +1,45 @@
+"""PromQL pieces the dashboards and the alert rules share, built from metric_names."""
+
+from __future__ import annotations
+
+from poolwatch import metric_names as m
+
+# Grafana variable filters (the dashboards' job -> instance -> pool / datname variables).
+POOL_SEL = 'job=~"$job", instance=~"$instance", pool=~"$pool"'
+PG_SEL = 'job=~"$job", instance=~"$instance"'
+PG_DB_SEL = 'job=~"$job", instance=~"$instance", datname=~"$datname"'
+
+
+def sel(spec: m.MetricSpec, selector: str | None = None, suffix: str = "") -> str:
+    """``name{selector}`` (the bare name for ``None``); ``suffix``: such as ``_bucket``."""
+    name = spec.name + suffix
+    return name if selector is None else f"{name}{{{selector}}}"
+
+
+def capacity(selector: str | None = None) -> str:
+    """pool_size + max_overflow per pool series (+Inf for unlimited overflow)."""
+    size = sel(m.POOL_SIZE, selector)
+    return f"{size} + {sel(m.POOL_MAX_OVERFLOW, selector)} or {size} + Inf"
+
+
+def usable(selector: str | None = None) -> str:
+    """Connections ordinary roles may open: max_connections minus the reserved slots."""
+    return f"{sel(m.PG_MAX_CONNECTIONS, selector)} - {sel(m.PG_RESERVED_CONNECTIONS, selector)}"
+
+
+def sessions(selector: str | None = None) -> str:
+    """Client sessions per server (every database, role, application and state)."""
+    return f"sum without ({', '.join(m.PG_SESSIONS.labels)}) ({sel(m.PG_SESSIONS, selector)})"
+
+
+def quiet_as_zero(expr: str, selector: str = PG_SEL, *, aggregated: bool = False) -> str:
+    """``expr``, or 0 for an exporter that reached its server and found nothing to report.
+
+    The lock, transaction and idle-in-transaction families have no series on a quiet server;
+    0 reads better there than "No data", while a server the exporter cannot reach (pg_up 0)
+    or a missing exporter still shows no data. ``aggregated``: ``expr`` has no labels left.
+    """
+    up = f"({sel(m.PG_UP, selector)} == 1)"
+    if aggregated:
+        return f"{expr} or on () 0 * max{up}"
+    return f"{expr} or on (job, instance) 0 * {up}"

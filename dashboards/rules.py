@@ -1,0 +1,477 @@
+"""The alert and recording rules; ``generate.py`` writes them to ``alerts/*.rules.yml``.
+
+Adding an alert (the same four steps for every one):
+
+1. an entry in ``src/poolwatch/thresholds.py`` (name, severity, ``for:``, value, window);
+2. an ``Alert`` below built from that entry, its PromQL from ``metric_names`` via ``promql``;
+3. its promtool test in ``alerts/tests/`` (quiet one evaluation before ``for:``, firing with
+   exact labels and annotations at the next);
+4. a ``## <AlertName>`` section in ``docs/runbook.md`` (the ``runbook_url`` anchor).
+
+Then run ``python dashboards/generate.py`` and commit the regenerated YAML with the change.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+from dataclasses import dataclass
+
+from panels import RUNBOOK
+from promql import sel, sessions, usable
+
+from poolwatch import metric_names as m
+from poolwatch import thresholds as t
+from poolwatch.thresholds import Threshold
+
+WRAP = 92  # wrap width of comments and descriptions in the generated files
+
+# Recording rules (level:metric:operations), referenced by the alerts below.
+CAPACITY = "pool:sqlalchemy_pool_capacity"
+UTILIZATION = "pool:sqlalchemy_pool_utilization:ratio"
+P95_WINDOW = "2m"
+CHECKOUT_P95 = f"pool:sqlalchemy_pool_checkout_duration_seconds:p95_rate{P95_WINDOW}"
+SESSIONS = "instance:pg_sessions:sum"
+USABLE = "instance:pg_usable_connections"
+CONNECTIONS_USED = "instance:pg_connections_used:ratio"
+BUDGET_CAPACITY = "pg_server:sqlalchemy_pool_capacity:sum"
+BUDGET_USABLE = "pg_server:pg_usable_connections:min"
+
+
+@dataclass(frozen=True)
+class Record:
+    """A recording rule; ``comment`` goes above it."""
+
+    record: str
+    expr: str
+    comment: str = ""
+
+
+@dataclass(frozen=True)
+class Alert:
+    """An alerting rule: its threshold entry, PromQL and annotations."""
+
+    threshold: Threshold
+    expr: str
+    summary: str
+    description: str
+    comment: str = ""
+
+
+@dataclass(frozen=True)
+class Group:
+    """A rule group; ``comment`` goes above it."""
+
+    name: str
+    rules: tuple[Record | Alert, ...]
+    comment: str = ""
+
+
+@dataclass(frozen=True)
+class RuleFile:
+    """One ``alerts/*.rules.yml``: its header comment and groups."""
+
+    filename: str
+    header: str
+    groups: tuple[Group, ...]
+
+
+def lab(name: str) -> str:
+    """A label value in an annotation template."""
+    return "{{ $labels." + name + " }}"
+
+
+def words(duration: str | int) -> str:
+    """``"1m"`` -> ``"a minute"``, ``"15m"`` -> ``"15 minutes"``, ``600`` -> ``"10 minutes"``."""
+    seconds = duration if isinstance(duration, int) else _seconds(duration)
+    for unit, size in (("hour", 3600), ("minute", 60), ("second", 1)):
+        if seconds % size == 0:
+            n = seconds // size
+            return f"a {unit}" if n == 1 else f"{n} {unit}s"
+    raise ValueError(f"cannot say {duration!r} in words")
+
+
+def _seconds(duration: str) -> int:
+    match = re.fullmatch(r"(\d+)([smh])", duration)
+    if not match:
+        raise ValueError(f"not a simple duration: {duration!r}")
+    return int(match.group(1)) * {"s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+POOL_AT = f"{lab('pool')} on {lab('instance')} (job {lab('job')})"
+ON_DB = f"sessions on database {lab('datname')} (exporter {lab('instance')})"
+SERVER_AT = f"The server behind {lab('instance')} (job {lab('job')})"
+COUNT = '{{ printf "%.0f" $value }}'
+NUM = "{{ $value | humanize }}"
+PCT = "{{ $value | humanizePercentage }}"
+DURATION = "{{ $value | humanizeDuration }}"
+
+
+def _increase(spec: m.MetricSpec, th: Threshold) -> str:
+    return f"increase({spec.name}[{th.window}]) > {th.number}"
+
+
+# --- alerts/pool.rules.yml -------------------------------------------------------------------
+
+POOL_RECORDS = (
+    Record(
+        CAPACITY,
+        f"{sel(m.POOL_SIZE)} + {sel(m.POOL_MAX_OVERFLOW)}\n  or\n{sel(m.POOL_SIZE)} + Inf",
+        "Connections a pool may hold at most: pool_size + max_overflow. A pool with unlimited "
+        f"overflow (max_overflow=-1) exports no {m.POOL_MAX_OVERFLOW.name}: its capacity is +Inf.",
+    ),
+    Record(
+        UTILIZATION,
+        f"{m.POOL_CHECKED_OUT.name} / ({CAPACITY} > 0)",
+        "Fraction of the capacity lent out now (0..1).",
+    ),
+    Record(
+        CHECKOUT_P95,
+        f"histogram_quantile(0.95, rate({m.POOL_CHECKOUT_DURATION.name}_bucket[{P95_WINDOW}]))",
+        "95th percentile of the checkout wait (queue + connect + pre-ping) over "
+        f"{words(P95_WINDOW)}.",
+    ),
+)
+
+
+def _pool_alerts() -> tuple[Alert, ...]:
+    lagging, oldest = t.POOL_CHECKINS_LAGGING, m.POOL_OLDEST_CHECKOUT_SECONDS.name
+    slow = t.POOL_CHECKOUT_SLOW
+    return (
+        Alert(
+            t.POOL_NEAR_CAPACITY,
+            f"{UTILIZATION} >= {t.POOL_NEAR_CAPACITY.number}",
+            "Connection pool is near capacity.",
+            f"Pool {POOL_AT} has {PCT} of pool_size + max_overflow checked out.",
+        ),
+        Alert(
+            t.POOL_EXHAUSTED,
+            f"{m.POOL_WAITING.name} > {t.POOL_EXHAUSTED.number}",
+            "Connection pool is exhausted and callers are waiting.",
+            f"Pool {POOL_AT} has every connection (pool_size + max_overflow) checked out and "
+            f"{NUM} callers queue for one; they fail with TimeoutError after pool_timeout.",
+            "Callers wait only when their pool has every connection (pool_size + max_overflow) "
+            "checked out, so waiters are the signal of an exhausted pool. (Not checked_out >= "
+            "capacity: in multiprocess mode the gauges are summed over workers, and one worker's "
+            "full pool hides in the sum while its callers still wait.)",
+        ),
+        Alert(
+            slow,
+            f"{CHECKOUT_P95} > {slow.number}",
+            f"Waiting for a pooled connection takes longer than {slow.value * 1000:g} ms.",
+            f"The 95th percentile checkout wait of pool {POOL_AT} is {DURATION} over the last "
+            f"{words(P95_WINDOW)}.",
+        ),
+        Alert(
+            t.POOL_TIMEOUTS,
+            _increase(m.POOL_TIMEOUTS, t.POOL_TIMEOUTS),
+            "Checkouts are failing with pool timeouts.",
+            f"{COUNT} checkouts from pool {POOL_AT} gave up after pool_timeout in the last "
+            f"{words(str(t.POOL_TIMEOUTS.window))} (sqlalchemy.exc.TimeoutError).",
+        ),
+        Alert(
+            lagging,
+            "(\n"
+            f"  increase({m.POOL_CHECKOUTS.name}[{lagging.window}])\n"
+            f"    - increase({m.POOL_CHECKINS.name}[{lagging.window}]) >= 1\n"
+            "  and\n"
+            f"  {oldest} > {lagging.number}\n"
+            ")\n"
+            "  or\n"
+            f"{oldest} > {t.POOL_STUCK_CHECKOUT_SECONDS}",
+            "Connections are checked out faster than they are returned.",
+            f"Pool {POOL_AT} has returned fewer connections than it lent out and has held one "
+            f"for more than {words(int(lagging.value or 0))} (or for more than "
+            f"{words(t.POOL_STUCK_CHECKOUT_SECONDS)}), for {words(lagging.for_)}: a session is "
+            "probably not being closed.",
+            f"Checkins lag checkouts: over {words(str(lagging.window))} at least one more "
+            "connection was lent out than returned while some connection has been held for "
+            f"more than {words(int(lagging.value or 0))} (a load ramp has short checkouts, a "
+            "leak has one that never comes back); and, once the stuck checkout has left that "
+            f"window, a connection held for over {words(t.POOL_STUCK_CHECKOUT_SECONDS)}. This "
+            "is the leak alert for pools instrumented without leak_threshold.",
+        ),
+        Alert(
+            t.POOL_CONNECTION_LEAK,
+            _increase(m.POOL_LEAKS, t.POOL_CONNECTION_LEAK),
+            "Connections were held past the leak threshold.",
+            f"{COUNT} checkouts from pool {POOL_AT} were held longer than the leak threshold in "
+            f"the last {words(str(t.POOL_CONNECTION_LEAK.window))}; the application log names "
+            "where each was checked out.",
+        ),
+        Alert(
+            t.POOL_CONNECT_ERRORS,
+            _increase(m.POOL_CONNECT_ERRORS, t.POOL_CONNECT_ERRORS),
+            "The pool cannot open new database connections.",
+            f"{COUNT} attempts by pool {POOL_AT} to open a database connection failed in the "
+            f"last {words(str(t.POOL_CONNECT_ERRORS.window))}.",
+        ),
+        Alert(
+            t.POOL_INVALIDATION_BURST,
+            _increase(m.POOL_INVALIDATIONS, t.POOL_INVALIDATION_BURST),
+            "Many pooled connections were invalidated.",
+            f"Pool {POOL_AT} invalidated {COUNT} connections (reason {lab('reason')}) in the "
+            f"last {words(str(t.POOL_INVALIDATION_BURST.window))}: the server restarted, "
+            "failed over, or something between drops connections.",
+        ),
+    )
+
+
+POOL_FILE_HEADER = """\
+poolwatch: alert and recording rules for SQLAlchemy connection pools (poolwatch.instrument).
+
+Load with Prometheus `rule_files: [".../alerts/*.rules.yml"]`. Every alert has `for:`, a
+`severity` label (critical | warning | info), a `summary`, a templated `description` and a
+`runbook_url` into docs/runbook.md. Generated by dashboards/generate.py from the thresholds in
+src/poolwatch/thresholds.py (the dashboards draw the same values): change them there.
+
+Series carry the labels Prometheus gives the scraped app (`job`, `instance`, any target
+labels such as `pg_server`) plus `pool` (the name given to instrument()). A worker process
+scraped on its own exports its own series (its own `instance`); in prometheus_client
+multiprocess mode one scrape reports the pool gauges summed over the live workers (livesum).
+Either way, a sum over series counts every worker."""
+
+POOL_RULES = RuleFile(
+    "pool.rules.yml",
+    POOL_FILE_HEADER,
+    (
+        Group("poolwatch-pool.rules", POOL_RECORDS),
+        Group(
+            "poolwatch-pool",
+            _pool_alerts(),
+            "Counts in descriptions are rounded: increase() extrapolates to the window's edges.",
+        ),
+    ),
+)
+
+# --- alerts/postgres.rules.yml ---------------------------------------------------------------
+
+POSTGRES_RECORDS = (
+    Record(
+        SESSIONS,
+        sessions(),
+        "Client sessions on the server now (every database, role, application and state).",
+    ),
+    Record(
+        USABLE,
+        usable(),
+        "Connections ordinary roles may open: max_connections minus the reserved slots.",
+    ),
+    Record(
+        CONNECTIONS_USED,
+        f"{SESSIONS} / ({USABLE} > 0)",
+        "Fraction of the usable connections in use now (can pass 1 with superuser sessions).",
+    ),
+)
+
+
+def _too_many_connections(th: Threshold) -> Alert:
+    return Alert(
+        th,
+        f"{CONNECTIONS_USED} >= {th.number}",
+        "PostgreSQL is running out of connection slots.",
+        f"{SERVER_AT} has {PCT} of its usable connections (max_connections minus reserved) in use.",
+    )
+
+
+def _postgres_alerts() -> tuple[Alert, ...]:
+    down, idle_tx = t.EXPORTER_DOWN, t.POSTGRES_IDLE_IN_TRANSACTION
+    waits, blocked = t.POSTGRES_LOCK_WAITS, t.POSTGRES_BLOCKED_SESSIONS
+    return (
+        Alert(
+            down,
+            f'up{{job="poolwatch-exporter"}} == {down.number}\n'
+            "  or\n"
+            f"(up == {down.number} and on (job, instance) "
+            f"present_over_time({m.EXPORTER_BUILD_INFO.name}[1d]))",
+            "Prometheus cannot scrape poolwatch-exporter.",
+            f"Target {lab('instance')} of job {lab('job')} has been down for "
+            f"{words(down.for_)}: the PostgreSQL session metrics and alerts for its server are "
+            "blind.",
+            "The job name from docs/exporter.md and docs/dashboards.md, or any target that "
+            "served exporter metrics in the last day (so a differently named job keeps "
+            "alerting through a long outage).",
+        ),
+        Alert(
+            t.POSTGRES_DOWN,
+            f"{m.PG_UP.name} == {t.POSTGRES_DOWN.number}",
+            "poolwatch-exporter cannot reach PostgreSQL.",
+            f"The exporter {lab('instance')} (job {lab('job')}) has failed to query its "
+            f"PostgreSQL server for {words(t.POSTGRES_DOWN.for_)}: the server is down, "
+            "unreachable, refusing the exporter's role, or too slow to answer.",
+        ),
+        _too_many_connections(t.POSTGRES_CONNECTIONS_WARNING),
+        _too_many_connections(t.POSTGRES_CONNECTIONS_CRITICAL),
+        Alert(
+            idle_tx,
+            f"{m.PG_IDLE_IN_TRANSACTION_STALE_SESSIONS.name} > {idle_tx.number}",
+            "Sessions sit idle inside an open transaction.",
+            f"{NUM} {ON_DB} have been idle in transaction longer than the exporter's stale "
+            f"threshold (5 s by default), for {words(idle_tx.for_)}: they hold a pooled "
+            "connection and their locks while doing nothing.",
+        ),
+        Alert(
+            waits,
+            f"{m.PG_LOCK_WAITING_SESSIONS.name} >= {waits.number}",
+            "Several sessions are waiting for locks.",
+            f"{NUM} {ON_DB} are waiting for a lock, for {words(waits.for_)}; each holds a "
+            "pooled connection while it waits.",
+        ),
+        Alert(
+            blocked,
+            f"{m.PG_BLOCKED_SESSIONS.name} > {blocked.number}",
+            f"Sessions have been blocked by other sessions for {words(blocked.for_)}.",
+            f"{NUM} {ON_DB} are blocked by another session, and there have been blocked "
+            f"sessions at every evaluation for {words(blocked.for_)}.",
+        ),
+    )
+
+
+POSTGRES_RULES = RuleFile(
+    "postgres.rules.yml",
+    """\
+poolwatch: alert and recording rules for PostgreSQL sessions (poolwatch-exporter).
+Generated by dashboards/generate.py from src/poolwatch/thresholds.py: change them there.
+
+Series carry the exporter target's labels (`job`, `instance`, and any target labels such
+as `pg_server`) plus the metric's own (`datname`, ...). One exporter watches one server.""",
+    (
+        Group("poolwatch-postgres.rules", POSTGRES_RECORDS),
+        Group("poolwatch-postgres", _postgres_alerts()),
+    ),
+)
+
+# --- alerts/budget.rules.yml -----------------------------------------------------------------
+
+# The usable connections of the alert's server, looked up from the description.
+_BUDGET_QUERY = (
+    '{{ with printf "' + BUDGET_USABLE + "{pg_server='%s'}\" $labels.pg_server | query }}"
+    "{{ . | first | value | humanize }}{{ end }}"
+)
+
+BUDGET_RULES = RuleFile(
+    "budget.rules.yml",
+    """\
+poolwatch: the connection budget, joining the apps' pools (pool.rules.yml) with the server
+they connect to (postgres.rules.yml). Load all three rule files together. Generated by
+dashboards/generate.py from src/poolwatch/thresholds.py: change them there.
+
+The budget (seed formula): the sum of pool_size + max_overflow over every pool of every
+worker process pointed at a server must stay at or below that server's max_connections minus
+its reserved slots. Each worker process scraped on its own exports its own pool series (a
+distinct `instance`); in prometheus_client multiprocess mode the size and max_overflow
+gauges are already summed over the live workers (livesum). Either way the sum below counts
+every process.
+
+Which pools point at which server: the label `pg_server`. Set it to the same value on the app
+targets and on the poolwatch-exporter target of one server (see docs/dashboards.md):
+  - one PostgreSQL server: set nothing; everything sums together and joins on no label;
+  - several servers: a target label (`static_configs: [{labels: {pg_server: main}}]`) or a
+    metric_relabel_configs rule that derives it from the `pool` label.
+Pool series whose `pg_server` matches no exporter are not budgeted (there is no ceiling to
+compare them with).""",
+    (
+        Group(
+            "poolwatch-budget.rules",
+            (
+                Record(
+                    BUDGET_CAPACITY,
+                    f"sum by (pg_server) ({CAPACITY})",
+                    "Connections every pool pointed at a server may open together.",
+                ),
+                Record(
+                    BUDGET_USABLE,
+                    f"min by (pg_server) ({USABLE})",
+                    "The server's usable connections (min: two exporters on one server count "
+                    "it once).",
+                ),
+            ),
+        ),
+        Group(
+            "poolwatch-budget",
+            (
+                Alert(
+                    t.CONNECTION_BUDGET_EXCEEDED,
+                    f"{BUDGET_CAPACITY}\n  > on (pg_server)\n{BUDGET_USABLE}",
+                    "The pools may open more connections than PostgreSQL allows.",
+                    "Every pool pointed at PostgreSQL server "
+                    "{{ with $labels.pg_server }}{{ . }}{{ else }}(no pg_server label){{ end }} "
+                    f"may open {NUM} connections together (pool_size + max_overflow summed over "
+                    f"all pools and worker processes), more than the server's {_BUDGET_QUERY} "
+                    "usable connections (max_connections minus reserved). At peak, checkouts "
+                    'fail with "too many connections".',
+                    f"{words(t.CONNECTION_BUDGET_EXCEEDED.for_).capitalize()}: long enough to "
+                    "ride out a rolling deploy, when old and new workers both report.",
+                ),
+            ),
+        ),
+    ),
+)
+
+RULE_FILES: tuple[RuleFile, ...] = (BUDGET_RULES, POOL_RULES, POSTGRES_RULES)
+
+# --- YAML text ---------------------------------------------------------------------------------
+
+# Template actions ({{ ... }}) stay on one line when descriptions are wrapped.
+_WORD = re.compile(r"(?:\{\{.*?\}\}|\S)+")
+
+
+def _comment(text: str, indent: str) -> list[str]:
+    if not text:
+        return []
+    width = WRAP - len(indent) - 2
+    return [f"{indent}# {line}".rstrip() for line in textwrap.wrap(text, width)]
+
+
+def _folded(text: str, indent: str) -> list[str]:
+    """``text`` as the lines of a ``>-`` block scalar: words joined by single spaces."""
+    lines: list[str] = []
+    for word in _WORD.findall(text):
+        if lines and len(indent) + len(lines[-1]) + 1 + len(word) <= WRAP:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return [indent + line for line in lines]
+
+
+def _plain(text: str) -> str:
+    """A one-line scalar, quoted when YAML would read it as something else."""
+    if re.search(r": | #|^[\[\]{}>|*&!%@`'\"#,?:-]", text):
+        return json.dumps(text)
+    return text
+
+
+def _alert_lines(alert: Alert) -> list[str]:
+    th = alert.threshold
+    out = [f"      - alert: {th.alert}", "        expr: |"]
+    out += [f"          {line}" for line in alert.expr.splitlines()]
+    out += [f"        for: {th.for_}", "        labels:", f"          severity: {th.severity}"]
+    out += ["        annotations:", f"          summary: {_plain(alert.summary)}"]
+    out += ["          description: >-", *_folded(alert.description, " " * 12)]
+    out.append(f"          runbook_url: {RUNBOOK}#{th.alert.lower()}")
+    return out
+
+
+def _rule_lines(rule: Record | Alert) -> list[str]:
+    out = _comment(rule.comment, " " * 6)
+    if isinstance(rule, Alert):
+        return out + _alert_lines(rule)
+    out += [f"      - record: {rule.record}", "        expr: |"]
+    return out + [f"          {line}" for line in rule.expr.splitlines()]
+
+
+def render_rules(rule_file: RuleFile) -> str:
+    """The text of one rule file, as committed."""
+    out = [f"# {line}".rstrip() for line in rule_file.header.splitlines()]
+    out.append("groups:")
+    for i, group in enumerate(rule_file.groups):
+        if i:
+            out.append("")
+        out += _comment(group.comment, "  ")
+        out += [f"  - name: {group.name}", "    rules:"]
+        for j, rule in enumerate(group.rules):
+            if j and isinstance(rule, Alert):
+                out.append("")
+            out += _rule_lines(rule)
+    return "\n".join(out) + "\n"
