@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from poolwatch import metric_names, thresholds
+from poolwatch.demo.metrics import Samples, Snapshot, load_rules
 from prom_support import (
     ALERTS_DIR,
     REPO,
@@ -94,6 +95,37 @@ def test_every_alert_comes_from_the_thresholds_table() -> None:
         if threshold.value is not None:
             number = re.compile(rf"(?<![\w.]){re.escape(threshold.number)}(?![\w.])")
             assert number.search(rule["expr"]), f"{key}: {threshold.number} not in the expr"
+
+
+def _snapshot(app: str = "", pg: str = "") -> Snapshot:
+    return Snapshot(0.0, Samples.parse(app), Samples.parse(pg))
+
+
+def test_demo_evaluates_the_table() -> None:
+    """The demo's rules are alerts of the rule files, and fire at the table's values."""
+    rules = {r.name: r for r in load_rules()[0]}
+    declared = {(r["alert"], r["labels"]["severity"], r["for"]) for r in alert_rules()}
+    assert {(r.name, r.severity, r.for_) for r in rules.values()} <= declared
+    lock = rules[thresholds.POSTGRES_LOCK_WAITS.alert]
+    at = int(thresholds.POSTGRES_LOCK_WAITS.value or 0)
+
+    def waiting(n: int) -> Snapshot:
+        return _snapshot(pg=f'pg_lock_waiting_sessions{{datname="app"}} {n}\n')
+
+    assert lock.check(waiting(at), waiting(0), "app")
+    assert not lock.check(waiting(at - 1), waiting(0), "app")
+    near = rules[thresholds.POOL_NEAR_CAPACITY.alert]
+
+    def used(n: int) -> Snapshot:
+        lines = [
+            f'sqlalchemy_pool_{k}{{pool="demo"}} {v}'
+            for k, v in (("size", 20), ("max_overflow", 0), ("checked_out", n))
+        ]
+        return _snapshot(app="\n".join(lines) + "\n")
+
+    limit = round(20 * (thresholds.POOL_NEAR_CAPACITY.value or 0))
+    assert near.check(used(limit), used(0), "app")
+    assert not near.check(used(limit - 1), used(0), "app")
 
 
 def test_promtool_check_rules() -> None:

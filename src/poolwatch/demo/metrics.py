@@ -1,21 +1,21 @@
 """Scrape the two ``/metrics`` endpoints and evaluate the alert rules' thresholds.
 
 The demo does not run Prometheus; it reads the same series Prometheus would and applies
-the same thresholds as ``alerts/*.rules.yml`` (ignoring ``for:``, so it says which alert
-*would* fire). Alert names, severities and ``for:`` are read from those files when the
-repository is at hand; the built-in table below mirrors them otherwise.
+the thresholds of :mod:`poolwatch.thresholds`, the table ``alerts/*.rules.yml`` are
+generated from (ignoring ``for:``, so it says which alert *would* fire).
 """
 
 from __future__ import annotations
 
 import math
-import os
-import re
+import operator
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from poolwatch import metric_names as m
+from poolwatch import thresholds as t
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -140,11 +140,23 @@ class AlertRule:
     for_: str
     check: Callable[[Snapshot, Snapshot, str], str | None]
 
+    @classmethod
+    def of(
+        cls, threshold: t.Threshold, check: Callable[[Snapshot, Snapshot, str], str | None]
+    ) -> AlertRule:
+        """The rule of ``threshold``'s alert, evaluated by ``check``."""
+        return cls(threshold.alert, threshold.severity, threshold.for_, check)
+
+
+def _value(threshold: t.Threshold) -> float:
+    assert threshold.value is not None, threshold.alert
+    return threshold.value
+
 
 def _exhausted(now: Snapshot, _first: Snapshot, _db: str) -> str | None:
-    # alerts/pool.rules.yml: sqlalchemy_pool_waiting > 0 (callers wait only at capacity)
+    # Callers wait only at capacity (the alert: sqlalchemy_pool_waiting > 0).
     waiting = now.pool("waiting")
-    if waiting > 0:
+    if waiting > _value(t.POOL_EXHAUSTED):
         cap = now.pool("size") + now.pool("max_overflow")
         return f"{waiting:g} waiting, {now.pool('checked_out'):g}/{cap:g} checked out"
     return None
@@ -152,15 +164,16 @@ def _exhausted(now: Snapshot, _first: Snapshot, _db: str) -> str | None:
 
 def _near_capacity(now: Snapshot, _first: Snapshot, _db: str) -> str | None:
     cap = now.pool("size") + now.pool("max_overflow")
-    if cap and now.pool("checked_out") / cap >= 0.85:
-        return f"utilization {now.pool('checked_out') / cap:.2f} >= 0.85"
+    limit = _value(t.POOL_NEAR_CAPACITY)
+    if cap and now.pool("checked_out") / cap >= limit:
+        return f"utilization {now.pool('checked_out') / cap:.2f} >= {limit:g}"
     return None
 
 
 def _checkout_slow(now: Snapshot, first: Snapshot, _db: str) -> str | None:
-    name = "sqlalchemy_pool_checkout_duration_seconds"
+    name, limit = m.POOL_CHECKOUT_DURATION.name, _value(t.POOL_CHECKOUT_SLOW)
     p95 = quantile(0.95, now.app.buckets(name, pool="demo"), first.app.buckets(name, pool="demo"))
-    return f"checkout p95 {p95:.2f} s > 0.5 s" if p95 > 0.5 else None
+    return f"checkout p95 {p95:.2f} s > {limit:g} s" if p95 > limit else None
 
 
 def _increase(metric: str, what: str) -> Callable[[Snapshot, Snapshot, str], str | None]:
@@ -174,98 +187,55 @@ def _increase(metric: str, what: str) -> Callable[[Snapshot, Snapshot, str], str
 def _checkins_lagging(now: Snapshot, first: Snapshot, _db: str) -> str | None:
     outs = now.pool("checkouts_total") - first.pool("checkouts_total")
     ins = now.pool("checkins_total") - first.pool("checkins_total")
-    if ins < outs and now.pool("oldest_checkout_seconds") > 60:
+    if ins < outs and now.pool("oldest_checkout_seconds") > _value(t.POOL_CHECKINS_LAGGING):
         oldest = now.pool("oldest_checkout_seconds")
         return f"{outs - ins:g} more checkouts than checkins, oldest held {oldest:.0f} s"
     return None
 
 
 def _pg(
-    metric: str, threshold: float, what: str
+    spec: m.MetricSpec, threshold: t.Threshold, what: str, at_least: bool = False
 ) -> Callable[[Snapshot, Snapshot, str], str | None]:
+    """``spec`` (summed over the demo database) compared as its alert does: > or >=."""
+    compare = operator.ge if at_least else operator.gt
+    limit = _value(threshold)
+
     def check(now: Snapshot, _first: Snapshot, db: str) -> str | None:
-        value = now.pg.value(metric, datname=db)
-        return f"{value:g} {what}" if value >= threshold else None
+        value = now.pg.value(spec.name, datname=db)
+        return f"{value:g} {what}" if compare(value, limit) else None
 
     return check
 
 
-BUILTIN_RULES: tuple[AlertRule, ...] = (
-    AlertRule("PoolwatchPoolExhausted", "critical", "1m", _exhausted),
-    AlertRule("PoolwatchPoolNearCapacity", "warning", "2m", _near_capacity),
-    AlertRule("PoolwatchPoolCheckoutSlow", "warning", "2m", _checkout_slow),
-    AlertRule("PoolwatchPoolTimeouts", "warning", "1m", _increase("timeouts_total", "timeouts")),
-    AlertRule("PoolwatchPoolConnectionLeak", "warning", "1m", _increase("leaks_total", "leaks")),
-    AlertRule("PoolwatchPoolCheckinsLagging", "warning", "5m", _checkins_lagging),
-    AlertRule(
-        "PoolwatchPostgresIdleInTransaction",
-        "warning",
-        "1m",
-        _pg("pg_idle_in_transaction_stale_sessions", 1, "stale idle-in-transaction sessions"),
+RULES: tuple[AlertRule, ...] = (
+    AlertRule.of(t.POOL_EXHAUSTED, _exhausted),
+    AlertRule.of(t.POOL_NEAR_CAPACITY, _near_capacity),
+    AlertRule.of(t.POOL_CHECKOUT_SLOW, _checkout_slow),
+    AlertRule.of(t.POOL_TIMEOUTS, _increase("timeouts_total", "timeouts")),
+    AlertRule.of(t.POOL_CONNECTION_LEAK, _increase("leaks_total", "leaks")),
+    AlertRule.of(t.POOL_CHECKINS_LAGGING, _checkins_lagging),
+    AlertRule.of(
+        t.POSTGRES_IDLE_IN_TRANSACTION,
+        _pg(
+            m.PG_IDLE_IN_TRANSACTION_STALE_SESSIONS,
+            t.POSTGRES_IDLE_IN_TRANSACTION,
+            "stale idle-in-transaction sessions",
+        ),
     ),
-    AlertRule(
-        "PoolwatchPostgresLockWaits",
-        "warning",
-        "2m",
-        _pg("pg_lock_waiting_sessions", 3, "waiting on locks"),
+    AlertRule.of(
+        t.POSTGRES_LOCK_WAITS,
+        _pg(m.PG_LOCK_WAITING_SESSIONS, t.POSTGRES_LOCK_WAITS, "waiting on locks", at_least=True),
     ),
-    AlertRule(
-        "PoolwatchPostgresBlockedSessions",
-        "warning",
-        "2m",
-        _pg("pg_blocked_sessions", 1, "blocked"),
+    AlertRule.of(
+        t.POSTGRES_BLOCKED_SESSIONS,
+        _pg(m.PG_BLOCKED_SESSIONS, t.POSTGRES_BLOCKED_SESSIONS, "blocked"),
     ),
 )
 
-_ALERT_RE = re.compile(r"^\s*-\s*alert:\s*(\S+)\s*$")
-_FOR_RE = re.compile(r"^\s*for:\s*(\S+)\s*$")
-_SEVERITY_RE = re.compile(r"^\s*severity:\s*(\S+)\s*$")
-
-
-def find_alerts_dir() -> Path | None:
-    """``$POOLWATCH_ALERTS_DIR``, the repository's ``alerts/``, or ``./alerts``."""
-    candidates = [os.environ.get("POOLWATCH_ALERTS_DIR", "")]
-    candidates.append(str(Path(__file__).resolve().parents[3] / "alerts"))
-    candidates.append(str(Path.cwd() / "alerts"))
-    for c in candidates:
-        if c and Path(c).is_dir() and any(Path(c).glob("*.yml")):
-            return Path(c)
-    return None
-
-
-def read_rule_files(files: Iterable[Path]) -> dict[str, tuple[str, str]]:
-    """``alert name -> (severity, for)`` from Prometheus rule files (a line-based reader)."""
-    found: dict[str, tuple[str, str]] = {}
-    for path in files:
-        name: str | None = None
-        severity, for_ = "", ""
-        for line in [*path.read_text(encoding="utf-8").splitlines(), "- alert: _end"]:
-            m = _ALERT_RE.match(line)
-            if m:
-                if name:
-                    found[name] = (severity, for_)
-                name, severity, for_ = m.group(1), "", ""
-                continue
-            if name and (f := _FOR_RE.match(line)):
-                for_ = f.group(1)
-            if name and (s := _SEVERITY_RE.match(line)):
-                severity = s.group(1)
-    found.pop("_end", None)
-    return found
-
 
 def load_rules() -> tuple[list[AlertRule], str]:
-    """The rules the demo evaluates and where their names came from."""
-    directory = find_alerts_dir()
-    if directory is None:
-        return list(BUILTIN_RULES), "built-in thresholds (alerts/ not found)"
-    declared = read_rule_files(sorted(directory.glob("*.yml")))
-    rules = [
-        AlertRule(r.name, *declared[r.name], r.check) if r.name in declared else r
-        for r in BUILTIN_RULES
-        if r.name in declared
-    ]
-    return rules, f"thresholds of {directory}/*.yml"
+    """The rules the demo evaluates and where their thresholds come from."""
+    return list(RULES), "poolwatch.thresholds (as alerts/*.rules.yml)"
 
 
 def firing(
