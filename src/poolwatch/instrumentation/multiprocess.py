@@ -38,8 +38,8 @@ from prometheus_client.multiprocess import mark_process_dead
 from poolwatch import metric_names as m
 from poolwatch.instrumentation.flusher import flusher
 from poolwatch.instrumentation.prometheus import pool_gauges
+from poolwatch.instrumentation.stats import COUNTER_FIELDS, HISTOGRAM_FIELDS, StatsSnapshot
 from poolwatch.instrumentation.stats import Histogram as StatsHistogram
-from poolwatch.instrumentation.stats import StatsSnapshot
 from poolwatch.instrumentation.tracker import PoolTracker
 
 logger = logging.getLogger("poolwatch")
@@ -56,18 +56,8 @@ _GAUGE_MODES: dict[str, str] = {
     m.POOL_TIMEOUT_SECONDS.name: "livemax",
     m.POOL_OLDEST_CHECKOUT_SECONDS.name: "livemax",
 }
-_COUNTERS: dict[str, str] = {  # metric name -> StatsSnapshot attribute
-    m.POOL_CHECKOUTS.name: "checkouts",
-    m.POOL_CHECKINS.name: "checkins",
-    m.POOL_TIMEOUTS.name: "timeouts",
-    m.POOL_CONNECT_ERRORS.name: "connect_errors",
-    m.POOL_LEAKS.name: "leaks",
-}
-_HISTOGRAMS: dict[str, str] = {
-    m.POOL_CHECKOUT_DURATION.name: "checkout_duration",
-    m.POOL_HOLD_DURATION.name: "hold_duration",
-    m.POOL_CONNECT_DURATION.name: "connect_duration",
-}
+_COUNTERS = {spec.name: attr for spec, attr in COUNTER_FIELDS}
+_HISTOGRAMS = {spec.name: attr for spec, attr in HISTOGRAM_FIELDS}
 
 
 def multiprocess_dir() -> str | None:

@@ -25,7 +25,12 @@ from sqlalchemy.pool import QueuePool
 
 from poolwatch import metric_names as m
 from poolwatch.instrumentation.hooks import waiting_callers
-from poolwatch.instrumentation.stats import Histogram, StatsSnapshot
+from poolwatch.instrumentation.stats import (
+    COUNTER_FIELDS,
+    HISTOGRAM_FIELDS,
+    Histogram,
+    StatsSnapshot,
+)
 from poolwatch.instrumentation.tracker import PoolTracker
 
 
@@ -124,17 +129,13 @@ def _family(spec: m.MetricSpec) -> Metric:
 
 def _add_stats(families: dict[str, Any], labels: list[str], snap: StatsSnapshot) -> None:
     families[m.POOL_OLDEST_CHECKOUT_SECONDS.name].add_metric(labels, snap.oldest_checkout_age)
-    families[m.POOL_CHECKOUTS.name].add_metric(labels, snap.checkouts)
-    families[m.POOL_CHECKINS.name].add_metric(labels, snap.checkins)
-    families[m.POOL_TIMEOUTS.name].add_metric(labels, snap.timeouts)
-    families[m.POOL_CONNECT_ERRORS.name].add_metric(labels, snap.connect_errors)
-    families[m.POOL_LEAKS.name].add_metric(labels, snap.leaks)
+    for spec, attr in COUNTER_FIELDS:
+        families[spec.name].add_metric(labels, getattr(snap, attr))
     invalidations = families[m.POOL_INVALIDATIONS.name]
     for reason in m.INVALIDATION_REASONS:
         invalidations.add_metric([*labels, reason], snap.invalidations.get(reason, 0))
-    _histogram(families[m.POOL_CHECKOUT_DURATION.name], labels, snap.checkout_duration)
-    _histogram(families[m.POOL_HOLD_DURATION.name], labels, snap.hold_duration)
-    _histogram(families[m.POOL_CONNECT_DURATION.name], labels, snap.connect_duration)
+    for spec, attr in HISTOGRAM_FIELDS:
+        _histogram(families[spec.name], labels, getattr(snap, attr))
 
 
 _collectors: weakref.WeakKeyDictionary[CollectorRegistry, PoolCollector] = (

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from poolwatch import metric_names as m
 from poolwatch.metric_names import DURATION_BUCKETS
 
 
@@ -81,6 +82,22 @@ class StatsSnapshot:
     hold_duration: Histogram
     connect_duration: Histogram
     oldest_checkout_age: float
+
+
+# Which StatsSnapshot attribute each counter and histogram is exported from (the scrape-time
+# collector and the multiprocess writer both read these).
+COUNTER_FIELDS: tuple[tuple[m.MetricSpec, str], ...] = (
+    (m.POOL_CHECKOUTS, "checkouts"),
+    (m.POOL_CHECKINS, "checkins"),
+    (m.POOL_TIMEOUTS, "timeouts"),
+    (m.POOL_CONNECT_ERRORS, "connect_errors"),
+    (m.POOL_LEAKS, "leaks"),
+)
+HISTOGRAM_FIELDS: tuple[tuple[m.MetricSpec, str], ...] = (
+    (m.POOL_CHECKOUT_DURATION, "checkout_duration"),
+    (m.POOL_HOLD_DURATION, "hold_duration"),
+    (m.POOL_CONNECT_DURATION, "connect_duration"),
+)
 
 
 @dataclass(slots=True)
