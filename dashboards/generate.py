@@ -13,7 +13,8 @@ and commit the modules and every generated file (``tests/test_dashboards.py`` an
 - ``panels.py``: panel builders and the dashboard envelope;
 - ``promql.py``: PromQL pieces shared by dashboards and rules;
 - ``pool_dashboard.py``, ``postgres_dashboard.py``: the two dashboards, one function per row;
-- ``rules.py``: the alert and recording rules (its docstring: how to add an alert).
+- ``rules.py``: the alert and recording rules (its docstring: how to add an alert);
+- ``rule_yaml.py``: rule files as data and their YAML text.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ for _path in (HERE, HERE.parent / "src"):
 
 from pool_dashboard import pool_dashboard  # noqa: E402
 from postgres_dashboard import postgres_dashboard  # noqa: E402
-from rules import RULE_FILES, render_rules  # noqa: E402
+from rule_yaml import render_rules  # noqa: E402
+from rules import RULE_FILES  # noqa: E402
 
 DASHBOARDS: dict[str, Callable[[], dict[str, Any]]] = {
     "sqlalchemy-pool.json": pool_dashboard,

@@ -41,18 +41,45 @@ def targets(*queries: tuple[str, str]) -> list[dict[str, Any]]:
     return [target(expr, legend, chr(ord("A") + i)) for i, (expr, legend) in enumerate(queries)]
 
 
+Panel = dict[str, Any]
+Queries = list[dict[str, Any]]
+
+
+def _panel(
+    kind: str, title: str, description: str, queries: Queries, size: tuple[int, int], **body: Any
+) -> Panel:
+    """The keys every panel has, in the order Grafana exports them; ``body``: fieldConfig on."""
+    return {
+        "type": kind,
+        "title": title,
+        "description": description,
+        "datasource": DS,
+        "targets": queries,
+        **body,
+        "_size": size,
+    }
+
+
+def _instant(queries: Queries, **extra: Any) -> Queries:
+    for q in queries:
+        q["instant"] = True
+        q["range"] = False
+        q.update(extra)
+    return queries
+
+
 def timeseries(
     title: str,
     description: str,
-    queries: list[dict[str, Any]],
+    queries: Queries,
     unit: str,
     *,
-    thresholds: dict[str, Any] | None = None,
     stack: bool = False,
     minimum: float | None = 0,
+    thresholds: dict[str, Any] | None = None,
     width: int = 12,
     height: int = 8,
-) -> dict[str, Any]:
+) -> Panel:
     """A time series panel; thresholds, when given, are drawn as dashed lines."""
     custom: dict[str, Any] = {
         "drawStyle": "line",
@@ -71,41 +98,25 @@ def timeseries(
     }
     if minimum is not None:
         defaults["min"] = minimum
-    return {
-        "type": "timeseries",
-        "title": title,
-        "description": description,
-        "datasource": DS,
-        "targets": queries,
-        "fieldConfig": {"defaults": defaults, "overrides": []},
-        "options": {
-            "legend": {
-                "displayMode": "table",
-                "placement": "bottom",
-                "calcs": ["lastNotNull", "max"],
-            },
-            "tooltip": {"mode": "multi", "sort": "desc"},
-        },
-        "_size": (width, height),
-    }
+    legend = {"displayMode": "table", "placement": "bottom", "calcs": ["lastNotNull", "max"]}
+    return _panel(
+        "timeseries",
+        title,
+        description,
+        queries,
+        (width, height),
+        fieldConfig={"defaults": defaults, "overrides": []},
+        options={"legend": legend, "tooltip": {"mode": "multi", "sort": "desc"}},
+    )
 
 
 def stat(
-    title: str,
-    description: str,
-    queries: list[dict[str, Any]],
-    unit: str,
-    *,
-    thresholds: dict[str, Any] | None = None,
-    mappings: list[dict[str, Any]] | None = None,
-    kind: str = "stat",
-    width: int = 6,
-    height: int = 4,
-) -> dict[str, Any]:
-    """A stat (or gauge) panel showing the last value, coloured by thresholds."""
-    for q in queries:
-        q["instant"] = True
-        q["range"] = False
+    title: str, description: str, queries: Queries, unit: str, *, kind: str = "stat", **look: Any
+) -> Panel:
+    """A stat (or gauge) panel showing the last value, coloured by thresholds.
+
+    ``look``: ``thresholds``, ``mappings``, ``width`` (6), ``height`` (4).
+    """
     options: dict[str, Any] = {
         "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
         "orientation": "auto",
@@ -114,72 +125,64 @@ def stat(
         options.update({"colorMode": "background", "graphMode": "none", "textMode": "auto"})
     else:
         options.update({"showThresholdLabels": False, "showThresholdMarkers": True})
-    return {
-        "type": kind,
-        "title": title,
-        "description": description,
-        "datasource": DS,
-        "targets": queries,
-        "fieldConfig": {
-            "defaults": {
-                "unit": unit,
-                "thresholds": thresholds or steps(),
-                "mappings": mappings or [],
-                "color": {"mode": "thresholds"},
-            },
-            "overrides": [],
-        },
-        "options": options,
-        "_size": (width, height),
+    defaults = {
+        "unit": unit,
+        "thresholds": look.get("thresholds") or steps(),
+        "mappings": look.get("mappings") or [],
+        "color": {"mode": "thresholds"},
     }
+    return _panel(
+        kind,
+        title,
+        description,
+        _instant(queries),
+        (look.get("width", 6), look.get("height", 4)),
+        fieldConfig={"defaults": defaults, "overrides": []},
+        options=options,
+    )
 
 
 def heatmap(
     title: str, description: str, expr: str, unit: str, width: int = 12, height: int = 8
-) -> dict[str, Any]:
+) -> Panel:
     """A heatmap of pre-bucketed histogram counts (one row per `le`)."""
-    return {
-        "type": "heatmap",
-        "title": title,
-        "description": description,
-        "datasource": DS,
-        "targets": [target(expr, "{{le}}", format="heatmap")],
-        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
-        "options": {
-            "calculate": False,
-            "cellGap": 1,
-            "color": {"mode": "scheme", "scheme": "Oranges", "steps": 64},
-            "yAxis": {"axisPlacement": "left", "unit": unit},
-            "rowsFrame": {"layout": "auto"},
-            "tooltip": {"mode": "single", "yHistogram": True},
-            "legend": {"show": True},
-        },
-        "_size": (width, height),
+    options = {
+        "calculate": False,
+        "cellGap": 1,
+        "color": {"mode": "scheme", "scheme": "Oranges", "steps": 64},
+        "yAxis": {"axisPlacement": "left", "unit": unit},
+        "rowsFrame": {"layout": "auto"},
+        "tooltip": {"mode": "single", "yHistogram": True},
+        "legend": {"show": True},
     }
+    return _panel(
+        "heatmap",
+        title,
+        description,
+        [target(expr, "{{le}}", format="heatmap")],
+        (width, height),
+        fieldConfig={"defaults": {"unit": unit}, "overrides": []},
+        options=options,
+    )
 
 
 def table(
-    title: str, description: str, queries: list[dict[str, Any]], width: int = 24, height: int = 6
-) -> dict[str, Any]:
+    title: str, description: str, queries: Queries, width: int = 24, height: int = 6
+) -> Panel:
     """A table joining instant queries on their labels (one column per query)."""
-    for q in queries:
-        q["instant"] = True
-        q["range"] = False
-        q["format"] = "table"
-    return {
-        "type": "table",
-        "title": title,
-        "description": description,
-        "datasource": DS,
-        "targets": queries,
-        "fieldConfig": {"defaults": {"unit": "short"}, "overrides": []},
-        "options": {"showHeader": True, "cellHeight": "sm"},
-        "transformations": [
+    return _panel(
+        "table",
+        title,
+        description,
+        _instant(queries, format="table"),
+        (width, height),
+        fieldConfig={"defaults": {"unit": "short"}, "overrides": []},
+        options={"showHeader": True, "cellHeight": "sm"},
+        transformations=[
             {"id": "merge", "options": {}},
             {"id": "organize", "options": {"excludeByName": {"Time": True}}},
         ],
-        "_size": (width, height),
-    }
+    )
 
 
 def row(title: str) -> dict[str, Any]:
@@ -224,6 +227,17 @@ def query_variable(name: str, label: str, query: str) -> dict[str, Any]:
         "hide": 0,
         "options": [],
     }
+
+
+def chained_variables(first: str, name: str, label: str, metric: str) -> list[dict[str, Any]]:
+    """Job and Instance from ``first``'s labels, then ``name`` from ``metric`` filtered by both."""
+    return [
+        query_variable("job", "Job", f"label_values({first}, job)"),
+        query_variable("instance", "Instance", f'label_values({first}{{job=~"$job"}}, instance)'),
+        query_variable(
+            name, label, f'label_values({metric}{{job=~"$job", instance=~"$instance"}}, {name})'
+        ),
+    ]
 
 
 def dashboard(

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from panels import (
+    Panel,
+    chained_variables,
     dashboard,
     heatmap,
-    query_variable,
     row,
     stat,
     steps,
@@ -21,7 +22,6 @@ from promql import POOL_SEL, capacity, sel, usable
 from poolwatch import metric_names as m
 from poolwatch import thresholds as t
 
-Panel = dict[str, Any]
 PER = "{{pool}} {{instance}}"
 RATE = "[$__rate_interval]"
 NEAR = t.POOL_NEAR_CAPACITY
@@ -51,6 +51,11 @@ def quantiles(spec: m.MetricSpec) -> list[dict[str, Any]]:
     )
 
 
+def _count(title: str, description: str, expr: str, color: str, legend: str = "") -> Panel:
+    """A stat of a count that should be 0: ``color`` from 1 up."""
+    return stat(title, description, [target(expr, legend)], "short", thresholds=steps((1, color)))
+
+
 def overview() -> list[Panel]:
     """Four stats: the fullest pool, waiting callers, timeouts and leaks of the last hour."""
     return [
@@ -64,31 +69,36 @@ def overview() -> list[Panel]:
             "percentunit",
             thresholds=steps((NEAR.value, "orange"), (1, "red")),
         ),
-        stat(
+        _count(
             "Callers waiting",
             "Callers queued for a connection now, all selected pools. Anything above 0 "
             f"means a pool is at capacity ({t.POOL_EXHAUSTED.alert}).",
-            [target(f"sum({sel(m.POOL_WAITING, POOL_SEL)})", "waiting")],
-            "short",
-            thresholds=steps((1, "red")),
+            f"sum({sel(m.POOL_WAITING, POOL_SEL)})",
+            "red",
+            "waiting",
         ),
-        stat(
+        _count(
             "Pool timeouts (1h)",
             "Checkouts that raised TimeoutError after pool_timeout in the last hour "
             f"({t.POOL_TIMEOUTS.alert} fires on any).",
-            [target(f"sum({_increase(m.POOL_TIMEOUTS, '1h')})", "")],
-            "short",
-            thresholds=steps((1, "red")),
+            f"sum({_increase(m.POOL_TIMEOUTS, '1h')})",
+            "red",
         ),
-        stat(
+        _count(
             "Leaks (1h)",
             "Checkouts held past the leak threshold in the last hour; the application log "
             f"names where each was checked out ({t.POOL_CONNECTION_LEAK.alert}).",
-            [target(f"sum({_increase(m.POOL_LEAKS, '1h')})", "")],
-            "short",
-            thresholds=steps((1, "orange")),
+            f"sum({_increase(m.POOL_LEAKS, '1h')})",
+            "orange",
         ),
     ]
+
+
+def _per_pool(title: str, description: str, spec: m.MetricSpec, **look: Any) -> Panel:
+    """One gauge per selected pool, a third of the row wide."""
+    return timeseries(
+        title, description, [target(sel(spec, POOL_SEL), PER)], "short", width=8, **look
+    )
 
 
 def connections() -> list[Panel]:
@@ -114,28 +124,22 @@ def connections() -> list[Panel]:
             "percentunit",
             thresholds=steps((NEAR.value, "orange"), (1, "red")),
         ),
-        timeseries(
+        _per_pool(
             "Idle connections",
             "Connections open and idle in the pool, ready to be lent.",
-            [target(sel(m.POOL_IDLE, POOL_SEL), PER)],
-            "short",
-            width=8,
+            m.POOL_IDLE,
         ),
-        timeseries(
+        _per_pool(
             "Overflow connections",
             "Connections open beyond pool_size now (closed again when returned).",
-            [target(sel(m.POOL_OVERFLOW, POOL_SEL), PER)],
-            "short",
-            width=8,
+            m.POOL_OVERFLOW,
         ),
-        timeseries(
+        _per_pool(
             "Waiting callers",
             "Callers queued for a connection because the pool is at capacity. Above 0 "
             f"for {t.POOL_EXHAUSTED.for_} with the pool full: {t.POOL_EXHAUSTED.alert}.",
-            [target(sel(m.POOL_WAITING, POOL_SEL), PER)],
-            "short",
+            m.POOL_WAITING,
             thresholds=steps((1, "red")),
-            width=8,
         ),
     ]
 
@@ -176,6 +180,12 @@ def latency() -> list[Panel]:
     ]
 
 
+def _rates(title: str, description: str, *counters: tuple[m.MetricSpec, str]) -> Panel:
+    """Per-second rates of counters, one query each (legend: what, pool, instance)."""
+    queries = targets(*[(_rate(spec), f"{what} {PER}") for spec, what in counters])
+    return timeseries(title, description, queries, "ops")
+
+
 def throughput() -> list[Panel]:
     """Checkouts, checkins, timeouts, connect errors, invalidations, leaks, oldest checkout."""
     lagging, burst, leak = (
@@ -185,25 +195,19 @@ def throughput() -> list[Panel]:
     )
     return [
         row("Throughput and errors"),
-        timeseries(
+        _rates(
             "Checkouts vs checkins",
             f"Connections lent and returned per second. Checkins below checkouts for "
             f"{lagging.for_} with an old checkout: {lagging.alert}.",
-            targets(
-                (_rate(m.POOL_CHECKOUTS), f"checkouts {PER}"),
-                (_rate(m.POOL_CHECKINS), f"checkins {PER}"),
-            ),
-            "ops",
+            (m.POOL_CHECKOUTS, "checkouts"),
+            (m.POOL_CHECKINS, "checkins"),
         ),
-        timeseries(
+        _rates(
             "Timeouts and connect errors",
             f"Checkouts that gave up after pool_timeout ({t.POOL_TIMEOUTS.alert}) and failed "
             f"attempts to open a connection ({t.POOL_CONNECT_ERRORS.alert}), per second.",
-            targets(
-                (_rate(m.POOL_TIMEOUTS), f"timeouts {PER}"),
-                (_rate(m.POOL_CONNECT_ERRORS), f"connect errors {PER}"),
-            ),
-            "ops",
+            (m.POOL_TIMEOUTS, "timeouts"),
+            (m.POOL_CONNECT_ERRORS, "connect errors"),
         ),
         timeseries(
             "Invalidations by reason",
@@ -296,16 +300,6 @@ def pool_dashboard() -> dict[str, Any]:
         "SQLAlchemy pool",
         "poolwatch: SQLAlchemy connection pools (poolwatch.instrument) — capacity, waits, "
         "leaks, errors and the connection budget.",
-        [
-            query_variable("job", "Job", f"label_values({name}, job)"),
-            query_variable(
-                "instance", "Instance", f'label_values({name}{{job=~"$job"}}, instance)'
-            ),
-            query_variable(
-                "pool",
-                "Pool",
-                f'label_values({name}{{job=~"$job", instance=~"$instance"}}, pool)',
-            ),
-        ],
+        chained_variables(name, "pool", "Pool", name),
         [*overview(), *connections(), *latency(), *throughput(), *budget(), *configuration()],
     )

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from panels import dashboard, query_variable, row, stat, steps, table, target, targets, timeseries
+from panels import (
+    Panel,
+    chained_variables,
+    dashboard,
+    row,
+    stat,
+    steps,
+    table,
+    target,
+    targets,
+    timeseries,
+)
 from promql import PG_DB_SEL, PG_SEL, quiet_as_zero, sel, sessions, usable
 
 from poolwatch import metric_names as m
 from poolwatch import thresholds as t
 
-Panel = dict[str, Any]
 PER_DB = "{{datname}} {{instance}}"
 USABLE = f"({usable(PG_SEL)})"
 SESSIONS = sessions(PG_SEL)
@@ -293,21 +303,12 @@ def exporter_health() -> list[Panel]:
 
 def postgres_dashboard() -> dict[str, Any]:
     """The "PostgreSQL sessions" dashboard (metrics of poolwatch-exporter)."""
-    up, sessions_name = m.PG_UP.name, m.PG_SESSIONS.name
     return dashboard(
         "poolwatch-postgresql-sessions",
         "PostgreSQL sessions",
         "poolwatch: PostgreSQL sessions (poolwatch-exporter) — connections against "
         "max_connections, idle in transaction, lock waits, long transactions.",
-        [
-            query_variable("job", "Job", f"label_values({up}, job)"),
-            query_variable("instance", "Instance", f'label_values({up}{{job=~"$job"}}, instance)'),
-            query_variable(
-                "datname",
-                "Database",
-                f'label_values({sessions_name}{{job=~"$job", instance=~"$instance"}}, datname)',
-            ),
-        ],
+        chained_variables(m.PG_UP.name, "datname", "Database", m.PG_SESSIONS.name),
         [
             *overview(),
             *session_panels(),
