@@ -307,6 +307,27 @@ EXPORTER_HIDDEN_SESSIONS = MetricSpec(
     "Client sessions whose state the exporter's role may not see (counted as state 'unknown').",
 )
 
+EXPORTER_COLLECTOR_SUCCESS = MetricSpec(
+    "poolwatch_exporter_collector_success",
+    "gauge",
+    "1 when the collector turned the last snapshot into its metrics, 0 when it failed "
+    "(its metrics are then left out; the other collectors' are not).",
+    ("collector",),
+)
+EXPORTER_COLLECTOR_DURATION = MetricSpec(
+    "poolwatch_exporter_collector_duration_seconds",
+    "gauge",
+    "Time the collector took to turn the last snapshot into its metrics (the query is in "
+    "poolwatch_exporter_scrape_duration_seconds).",
+    ("collector",),
+)
+EXPORTER_DEGRADED = MetricSpec(
+    "poolwatch_exporter_degraded",
+    "gauge",
+    "1 when the server answered the last scrape but a catalog was locked, so database and "
+    "role names come from the last complete scrape; 0 otherwise.",
+)
+
 EXPORTER_METRICS: tuple[MetricSpec, ...] = (
     PG_UP,
     PG_MAX_CONNECTIONS,
@@ -331,4 +352,7 @@ EXPORTER_METRICS: tuple[MetricSpec, ...] = (
     EXPORTER_SNAPSHOT_AGE,
     EXPORTER_SEES_ALL_SESSIONS,
     EXPORTER_HIDDEN_SESSIONS,
+    EXPORTER_COLLECTOR_SUCCESS,
+    EXPORTER_COLLECTOR_DURATION,
+    EXPORTER_DEGRADED,
 )

@@ -37,7 +37,7 @@ def _fail(message: str, code: int) -> int:
 async def _run(app: ExporterApp, settings: Settings) -> int:
     if settings.startup_check:
         try:
-            await app.database.check(app.scraper.sql_for)
+            await app.target.source.check()
         except DatabaseUnavailable as exc:
             await app.database.close()
             hint = " (wrong password or pg_hba.conf?)" if "password" in str(exc).lower() else ""

@@ -50,11 +50,17 @@ class Features:
 
 
 class DatabaseUnavailable(Exception):
-    """The server could not be used right now; ``str()`` is one redacted line."""
+    """The server could not be used right now; ``str()`` is one redacted line.
 
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
+    ``sqlstate`` is the server's error code when the server answered with an error.
+    """
+
+    def __init__(
+        self, message: str, *, permanent: bool = False, sqlstate: str | None = None
+    ) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.sqlstate = sqlstate
 
 
 _PERMANENT = (
@@ -67,6 +73,7 @@ _PERMANENT = (
 
 def describe_error(exc: BaseException, dsn: Dsn) -> DatabaseUnavailable:
     """One redacted line for ``exc``; authentication/permission problems are ``permanent``."""
+    sqlstate: str | None = None
     if isinstance(exc, asyncio.TimeoutError | TimeoutError):
         text = "timed out"
     elif isinstance(exc, asyncpg.PostgresError):
@@ -79,7 +86,7 @@ def describe_error(exc: BaseException, dsn: Dsn) -> DatabaseUnavailable:
     else:
         text = f"{exc.__class__.__name__}: {exc}"
     text = scrub(" ".join(text.split()), dsn.secrets)
-    return DatabaseUnavailable(text, permanent=isinstance(exc, _PERMANENT))
+    return DatabaseUnavailable(text, permanent=isinstance(exc, _PERMANENT), sqlstate=sqlstate)
 
 
 class Database:

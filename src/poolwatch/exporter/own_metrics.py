@@ -10,11 +10,11 @@ from .. import __version__
 from ..metric_names import (
     EXPORTER_BUILD_INFO,
     EXPORTER_CONNECTIONS_OPENED,
+    EXPORTER_DEGRADED,
     EXPORTER_QUERIES,
     EXPORTER_SCRAPE_DURATION,
     EXPORTER_SCRAPE_ERRORS,
     EXPORTER_SNAPSHOT_AGE,
-    PG_UP,
 )
 from .collectors.base import counter, gauge
 from .exposition import Family
@@ -22,10 +22,14 @@ from .scraper import Scraper, Snapshot
 
 
 def collect_own(scraper: Scraper, snap: Snapshot) -> Iterator[Family]:
-    """pg_up, build info, scrape duration/errors, queries, connections, snapshot age."""
-    up = gauge(PG_UP)
+    """The target's up metric (pg_up), degraded, build info, scrape duration/errors,
+    queries, connections, snapshot age."""
+    up = gauge(scraper.target.up)
     up.add_metric([], 1.0 if snap.up else 0.0)
     yield up
+    degraded = gauge(EXPORTER_DEGRADED)
+    degraded.add_metric([], 1.0 if snap.degraded else 0.0)
+    yield degraded
     info = gauge(EXPORTER_BUILD_INFO)
     info.add_metric([__version__, platform.python_version()], 1.0)
     yield info
@@ -38,7 +42,7 @@ def collect_own(scraper: Scraper, snap: Snapshot) -> Iterator[Family]:
     for spec, value in (
         (EXPORTER_SCRAPE_ERRORS, scraper.errors),
         (EXPORTER_QUERIES, scraper.queries),
-        (EXPORTER_CONNECTIONS_OPENED, scraper.database.connections_opened),
+        (EXPORTER_CONNECTIONS_OPENED, scraper.target.source.connections_opened),
     ):
         metric = counter(spec)
         metric.add_metric([], float(value))

@@ -1,9 +1,13 @@
-"""One database scrape at a time, shared by every HTTP request that wants it.
+"""One scrape of a target at a time, shared by every HTTP request that wants it.
 
 - concurrent ``/metrics`` requests await the same in-flight query (single flight);
 - a request within ``min_interval`` of the last scrape gets the cached snapshot;
 - a failed scrape yields a snapshot with ``up = False`` and no database metrics, promptly:
-  the database layer bounds every wait by the query timeout and backs off reconnects.
+  the database layer bounds every wait by the query timeout and backs off reconnects;
+- the target's collectors read the snapshot through one :class:`CollectorRunner`, so a
+  failing collector costs only its own families.
+
+One :class:`Scraper` serves one target (:mod:`poolwatch.exporter.target`).
 """
 
 from __future__ import annotations
@@ -12,24 +16,26 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
-from .collectors import collect_all, make_sql_builder
-from .database import Database, DatabaseUnavailable
+from .database import DatabaseUnavailable
 from .exposition import Family, render
+from .target import CollectorRunner, Target
 
 log = logging.getLogger("poolwatch.exporter.scraper")
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The result of one database scrape."""
+    """The result of one scrape: ``up`` when the server answered, ``degraded`` when it
+    answered but not everything could be read (see :mod:`poolwatch.exporter.postgres`)."""
 
     up: bool
     families: list[Family] = field(default_factory=list)
     duration: float = 0.0
     taken_at: float = field(default_factory=time.monotonic)
     error: str | None = None
-    sees_all_sessions: bool = True
+    degraded: bool = False
     _encoded: dict[bool, bytes] = field(default_factory=dict, repr=False, compare=False)
 
     def encoded(self, openmetrics: bool = False) -> bytes:
@@ -42,21 +48,16 @@ class Snapshot:
 
 
 class Scraper:
-    """Turns HTTP scrapes into at most one query per ``min_interval``."""
+    """Turns HTTP scrapes of one target into at most one snapshot per ``min_interval``."""
 
-    def __init__(
-        self, database: Database, *, top_n: int, stale_threshold: float, min_interval: float
-    ) -> None:
-        self.database = database
-        self.top_n = top_n
-        self.stale_threshold = stale_threshold
+    def __init__(self, target: Target[Any], *, min_interval: float) -> None:
+        self.target = target
+        self.runner: CollectorRunner[Any] = CollectorRunner(target.collectors)
         self.min_interval = min_interval
         self.queries = 0
         self.errors = 0
-        self.sql_for = make_sql_builder(stale_threshold)
         self._last: Snapshot | None = None
         self._inflight: asyncio.Future[Snapshot] | None = None
-        self._warned_visibility = False
         self._was_up: bool | None = None
 
     async def snapshot(self) -> Snapshot:
@@ -77,13 +78,13 @@ class Scraper:
         start = time.monotonic()
         self.queries += 1
         try:
-            row, _features = await self.database.fetchrow(self.sql_for)
-            families = collect_all(row, self.top_n)
+            taken = await self.target.source.take()
+            families = self.runner.run(taken)
             snap = Snapshot(
                 up=True,
                 families=families,
                 duration=time.monotonic() - start,
-                sees_all_sessions=bool(row["sees_all_sessions"]),
+                degraded=taken.degraded,
             )
         except DatabaseUnavailable as exc:
             self.errors += 1
@@ -97,20 +98,11 @@ class Scraper:
         return snap
 
     def _report(self, snap: Snapshot) -> None:
-        """Log transitions (down, back up) and the visibility warning once, not every scrape."""
+        """Log transitions (down, back up) once, not every scrape."""
         if not snap.up and self._was_up is not False:
-            log.warning("PostgreSQL scrape failed", extra={"fields": {"err": snap.error}})
+            log.warning("scrape failed", extra={"fields": {"err": snap.error}})
         elif snap.up and self._was_up is False:
-            log.info("PostgreSQL scrapes work again")
+            log.info("scrapes work again")
         elif not snap.up:
-            log.debug("PostgreSQL scrape failed", extra={"fields": {"err": snap.error}})
+            log.debug("scrape failed", extra={"fields": {"err": snap.error}})
         self._was_up = snap.up
-        if snap.up and not snap.sees_all_sessions and not self._warned_visibility:
-            self._warned_visibility = True
-            log.warning(
-                "the exporter's role cannot see other roles' sessions: their state is reported "
-                "as 'unknown' (see poolwatch_exporter_hidden_sessions); "
-                "GRANT pg_monitor TO the exporter's role",
-            )
-        elif snap.up and snap.sees_all_sessions:
-            self._warned_visibility = False

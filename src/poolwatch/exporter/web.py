@@ -22,6 +22,7 @@ from .database import Database
 from .dsn import Dsn
 from .exposition import OPENMETRICS_EOF, render
 from .own_metrics import collect_own
+from .postgres import postgres_target
 from .scraper import Scraper
 from .settings import Settings
 from .webconfig import WebConfig
@@ -58,12 +59,10 @@ class ExporterApp:
         self.database = Database(
             dsn, query_timeout=settings.query_timeout, lock_timeout=settings.lock_timeout
         )
-        self.scraper = Scraper(
-            self.database,
-            top_n=settings.top_n,
-            stale_threshold=settings.stale_threshold,
-            min_interval=settings.min_interval,
+        self.target = postgres_target(
+            self.database, top_n=settings.top_n, stale_threshold=settings.stale_threshold
         )
+        self.scraper = Scraper(self.target, min_interval=settings.min_interval)
 
     async def render(self, accept: str | None = None) -> tuple[bytes, str]:
         """Scrape (or reuse the snapshot) and encode it; returns (body, content type)."""

@@ -1,26 +1,58 @@
-"""Collectors, postgres_exporter style: one module per metric group, each with its SQL as a
-module constant and a ``collect`` function, and a registry of them by name.
+"""PostgreSQL collectors, postgres_exporter style: one module per metric group, each with
+its SQL as a module constant and a collector class, and a registry of them by name.
 
 Unlike postgres_exporter, the collectors do not each run a query: their SQL fragments are
 columns of ONE statement (:func:`build_sql`) over one snapshot of ``pg_stat_activity``
 (the ``grp`` CTE: every backend but the exporter's own, grouped), so a scrape is one round
-trip and all metrics describe the same instant.
+trip and all metrics describe the same instant. The row is parsed once into a
+:class:`~.snapshot.PgSnapshot`, which every collector reads (see
+:mod:`poolwatch.exporter.target` for the protocol and the wrapper that isolates them).
+
+``build_sql(features, names=False)`` is the degraded statement: the same columns without
+``pg_database`` / ``pg_roles`` (``pg_authid``), for when one of them is locked.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterator, Mapping
-from types import ModuleType
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
 
 from ..database import Features
 from ..exposition import Family
-from . import connections, locks, sessions, transactions
-from .base import LabelFolder, rows
+from .base import LabelFolder
+from .connections import ConnectionsCollector
+from .locks import LocksCollector
+from .sessions import SessionsCollector, groups_sql
+from .snapshot import PgSnapshot
+from .transactions import TransactionsCollector
 
-COLLECTORS: dict[str, ModuleType] = {
-    module.NAME: module for module in (connections, sessions, locks, transactions)
+
+class PgCollector(Protocol):
+    """A PostgreSQL collector: its part of the one statement, and its families."""
+
+    @property
+    def name(self) -> str:
+        """The ``collector`` label value."""
+        ...
+
+    def columns(self, features: Features, names: bool) -> str:
+        """Its select-list columns for a server with ``features``; with ``names`` False
+        they must not read ``pg_database`` or ``pg_authid`` (ids only)."""
+        ...
+
+    def collect(self, snapshot: PgSnapshot, fold: LabelFolder) -> Iterable[Family]:
+        """Its families for ``snapshot``."""
+        ...
+
+
+REGISTRY: dict[str, PgCollector] = {
+    c.name: c
+    for c in (
+        ConnectionsCollector(),
+        SessionsCollector(),
+        LocksCollector(),
+        TransactionsCollector(),
+    )
 }
 
 # ``pg_stat_get_activity(NULL)`` is the documented function under the pg_stat_activity
@@ -51,44 +83,55 @@ _BACKEND_TYPE = (
 )
 
 
-def build_sql(features: Features, stale_threshold: float = 5.0) -> str:
-    """The one scrape statement for a server with ``features``."""
+def build_sql(
+    features: Features,
+    stale_threshold: float = 5.0,
+    *,
+    names: bool = True,
+    collectors: Iterable[PgCollector] | None = None,
+) -> str:
+    """The one scrape statement for a server with ``features`` (without catalog joins when
+    ``names`` is False)."""
     backend_type = _BACKEND_TYPE.format(
         column="backend_type" if features.has_backend_type else "NULL::text"
     )
     head = ACTIVITY_SQL.format(
-        groups=sessions.groups_sql(backend_type, stale_threshold), backend_type=backend_type
+        groups=groups_sql(backend_type, stale_threshold), backend_type=backend_type
     )
-    parts = [module.columns(features) for module in COLLECTORS.values()]
+    chosen = REGISTRY.values() if collectors is None else collectors
+    parts = [c.columns(features, names) for c in chosen]
     return head + ",".join(part for part in parts if part.strip())
 
 
-def make_sql_builder(stale_threshold: float) -> Callable[[Features], str]:
+def make_sql_builder(stale_threshold: float, *, names: bool = True) -> Callable[[Features], str]:
     """:func:`build_sql`, memoised per feature set (the statement is prepared once)."""
     cache: dict[Features, str] = {}
 
     def sql_for(features: Features) -> str:
         if features not in cache:
-            cache[features] = build_sql(features, stale_threshold)
+            cache[features] = build_sql(features, stale_threshold, names=names)
         return cache[features]
 
     return sql_for
 
 
 def collect_all(row: Mapping[str, Any], top_n: int) -> list[Family]:
-    """Every collector's metric families for one result row, labels folded to ``top_n``."""
-    data = {key: json.loads(v) if isinstance(v, str) else v for key, v in row.items()}
-    raw = rows(data, "sessions")
-    fold = LabelFolder.from_counts(sessions.label_counts(raw), top_n)
-    # Parse and fold each group once; the collectors read them as they are.
-    groups = sessions.build_groups(raw, fold)
-    data[sessions.GROUPS_KEY] = groups
-    data[sessions.CLIENT_GROUPS_KEY] = [g for g in groups if g.client]
+    """Every registered collector's families for one result row, without the isolating
+    wrapper (for tests and benchmarks; the exporter runs them through
+    :class:`~poolwatch.exporter.target.CollectorRunner`)."""
+    snapshot = PgSnapshot.from_row(row, top_n)
     families: list[Family] = []
-    for module in COLLECTORS.values():
-        collect: Callable[[Mapping[str, Any], LabelFolder], Iterator[Family]] = module.collect
-        families.extend(collect(data, fold))
+    for collector in REGISTRY.values():
+        families.extend(collector.collect(snapshot, snapshot.fold))
     return families
 
 
-__all__ = ["COLLECTORS", "LabelFolder", "build_sql", "collect_all", "make_sql_builder"]
+__all__ = [
+    "REGISTRY",
+    "LabelFolder",
+    "PgCollector",
+    "PgSnapshot",
+    "build_sql",
+    "collect_all",
+    "make_sql_builder",
+]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,14 +18,6 @@ def gauge(spec: MetricSpec) -> Family:
 def counter(spec: MetricSpec) -> Family:
     """An empty counter family for ``spec``."""
     return Family(spec.name, spec.help, "counter", spec.labels)
-
-
-def rows(row: Mapping[str, Any], column: str) -> list[list[Any]]:
-    """The JSON array-of-arrays in ``column`` (``[]`` when SQL returned NULL)."""
-    value = row[column]
-    if value is None:
-        return []
-    return list(json.loads(value) if isinstance(value, str) else value)
 
 
 def text(value: Any) -> str:
