@@ -5,6 +5,14 @@ a single query over ``pg_stat_activity`` (+ ``pg_blocking_pids`` and settings), 
 label values beyond the top N into ``other``. Run ``poolwatch-exporter --help``; the SRE
 guide is ``docs/exporter.md``.
 
+Targets. A target is a :class:`~.target.Source` that takes a typed snapshot over its
+own single connection plus the :class:`~.target.Collector` objects that read it; one
+:class:`~.scraper.Scraper` serves one target. A PgBouncer target is a source running its
+``SHOW`` commands over one admin-console connection (simple query protocol) and returning
+its own snapshot type, with collectors that read it and ``up=pgbouncer_up``; a ``/probe``
+handler makes one Scraper per target on demand. Neither touches the PostgreSQL
+collectors.
+
 Module map (one job each):
 
 - ``settings``: command-line flags with environment fallbacks -> :class:`Settings`
@@ -12,8 +20,13 @@ Module map (one job each):
 - ``logs``: logfmt / JSON log output with secret redaction
 - ``webconfig``: exporter-toolkit style ``--web.config.file`` (TLS, basic auth)
 - ``database``: the one reused connection (timeouts, read-only, reconnect with backoff)
-- ``collectors``: one module per metric group; SQL fragment + ``collect`` function
-- ``scraper``: one query per scrape, single-flight, minimum interval, cached snapshot
+- ``target``: the seam: ``Source`` (snapshot over its own connection), ``Collector``,
+  ``Target`` and the ``CollectorRunner`` that isolates each collector's failure
+- ``collectors``: the PostgreSQL collectors, one module per metric group (SQL fragment +
+  collector class), the registry, the one statement and ``PgSnapshot``
+- ``postgres``: the PostgreSQL target: its source, with the degraded fallback for locked
+  catalogs
+- ``scraper``: one snapshot per scrape of a target, single-flight, minimum interval, cache
 - ``web``: the ASGI application (``/``, ``/healthz``, ``/metrics``)
 - ``server``: running it under uvicorn, and the ``--healthcheck`` client
 """
