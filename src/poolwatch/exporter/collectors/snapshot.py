@@ -15,7 +15,7 @@ can start (start-up reads both), so every session seen then was seen before.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -84,7 +84,9 @@ def decode(value: Any) -> list[list[Any]]:
     """A JSON array-of-arrays column (``[]`` when SQL returned NULL)."""
     if value is None:
         return []
-    return list(json.loads(value) if isinstance(value, str) else value)
+    if isinstance(value, str):
+        value = json.loads(value)
+    return value if isinstance(value, list) else list(value)
 
 
 def label_counts(raw: Iterable[list[Any]]) -> dict[str, list[tuple[str, int]]]:
@@ -110,7 +112,7 @@ def build_groups(raw: Iterable[list[Any]], fold: LabelFolder | None = None) -> l
     kept = fold.kept if fold is not None else {}
     keep_d, keep_u, keep_a = (kept.get(k) for k in ("datname", "usename", "application_name"))
     groups = []
-    for d, u, a, st, bt, n, sa, xa, qa, over, *_ in raw:
+    for d, u, a, st, bt, n, sa, xa, qa, over, _datid, _usesysid in raw:
         d, u, a = d or "", u or "", a or ""  # JSON strings or null
         client = bt == CLIENT_BACKEND
         if client:
@@ -143,10 +145,10 @@ class PgSnapshot:
     """One scrape statement's result: session groups (folded), the other columns decoded."""
 
     columns: Mapping[str, Any]
-    groups: tuple[Group, ...]
-    client_groups: tuple[Group, ...]
+    groups: Sequence[Group]
+    client_groups: Sequence[Group]
     fold: LabelFolder
-    sessions_raw: tuple[list[Any], ...] = ()
+    sessions_raw: Sequence[list[Any]] = ()
     degraded: bool = False
     names: Names = NO_NAMES
 
@@ -166,13 +168,13 @@ class PgSnapshot:
         if degraded:
             raw = [[names.database(r[0], r[-2]), names.role(r[1], r[-1]), *r[2:]] for r in raw]
         fold = LabelFolder.from_counts(label_counts(raw), top_n)
-        groups = tuple(build_groups(raw, fold))
+        groups = build_groups(raw, fold)
         return cls(
             columns=columns,
             groups=groups,
-            client_groups=tuple(g for g in groups if g.client),
+            client_groups=[g for g in groups if g.client],
             fold=fold,
-            sessions_raw=tuple(raw),
+            sessions_raw=raw,
             degraded=degraded,
             names=names,
         )
