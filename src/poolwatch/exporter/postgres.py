@@ -12,7 +12,8 @@ while either catalog is locked, so the oids are known ones). The snapshot is mar
 ``degraded`` (``poolwatch_exporter_degraded 1``) and ``pg_up`` stays 1. The degraded
 statement also reports whether an ACCESS EXCLUSIVE lock on either catalog is still held or
 queued (``pg_locks``, no catalog read), so scrapes during the lock do not each wait
-``lock_timeout`` again; the first scrape after it is gone is complete.
+``lock_timeout`` again; the first scrape after it is gone is complete. A lock on some other
+catalog the degraded statement needs still fails the scrape (``pg_up 0``, the reason logged).
 """
 
 from __future__ import annotations
