@@ -70,9 +70,17 @@ class LocalPostgres:
         self.pg_ctl("reload")
 
     def stop(self) -> None:
-        """Stop the server and delete its data directory."""
+        """Stop the server and delete its data directory.
+
+        A server restarted through :meth:`start_server` is no longer the process the
+        package's own cleanup knows, so it is stopped with ``pg_ctl`` first: the data
+        directory is never deleted under a running server.
+        """
         with contextlib.suppress(Exception):
             self._server.cleanup()
+        if (self.pgdata / "postmaster.pid").exists():
+            with contextlib.suppress(Exception):
+                self.stop_server()
         if self._owns_dir is not None:
             shutil.rmtree(self._owns_dir, ignore_errors=True)
 
