@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(prometheus prometheus-alertmanager pgbouncer prometheus-postgres-exporter postgresql)
+DEBIAN_PACKAGES=(prometheus prometheus-alertmanager pgbouncer prometheus-pgbouncer-exporter prometheus-postgres-exporter postgresql)
 PYTHON=${PYTHON:-python3}
 if ! command -v "$PYTHON" >/dev/null; then
   DEBIAN_PACKAGES+=(python3 python3-venv)

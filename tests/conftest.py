@@ -8,10 +8,12 @@ deleted at the end.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 
 import pytest
 
+from pgbouncer_support import PgBouncer, running_pgbouncer
 from poolwatch.embedded import EmbeddedPostgresUnavailable, start_local_postgres
 from support import PgTarget, skip_or_fail
 
@@ -32,3 +34,21 @@ def pg() -> Iterator[PgTarget]:
         yield PgTarget(dsn=local.dsn(), local=local)
     finally:
         local.stop()
+
+
+@pytest.fixture
+def pgbouncer(pg: PgTarget) -> Iterator[PgBouncer]:
+    """A real PgBouncer (transaction mode, default_pool_size 2) in front of ``pg``."""
+    with running_pgbouncer(pg.dsn) as bouncer:
+        yield bouncer
+
+
+@pytest.fixture
+def pgbouncer_factory(pg: PgTarget) -> Iterator[Callable[..., PgBouncer]]:
+    """Start PgBouncers with other settings: ``pgbouncer_factory(default_pool_size=1)``."""
+    with ExitStack() as stack:
+
+        def start(databases: dict[str, str] | None = None, **settings: str | int) -> PgBouncer:
+            return stack.enter_context(running_pgbouncer(pg.dsn, settings, databases))
+
+        yield start
