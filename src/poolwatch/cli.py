@@ -390,13 +390,15 @@ def cmd_doctor(args: argparse.Namespace, out: TextIO) -> int:
             )
         engine = _wrap_doctor_error(lambda: doc.load_engine(args.engine))
         settings = doc.settings_from_engine(engine, args.workers, args.engine)
-        facts, prepared = _run(doc.inspect_engine(engine, args.dsn))
+        facts, cparams = _run(doc.inspect_engine(engine, args.dsn))
         if args.dsn:
             target = redact_known_dsn(args.dsn)
         else:
             target = unquote(str(engine.url.render_as_string(hide_password=True)))
-        if prepared is not None:
-            settings.prepared_statements = prepared
+        if settings.driver == "asyncpg":
+            cache_on, unique_names = doc.statement_settings(cparams)
+            settings.prepared_statements = cache_on
+            settings.unique_statement_names = unique_names
     else:
         settings = doc.PoolSettings(workers=args.workers, **given)
         if settings.pool_recycle is not None and settings.pool_recycle < 0:

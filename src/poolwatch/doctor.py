@@ -145,7 +145,11 @@ async def collect_facts(fetch: Fetch) -> ServerFacts:
 
 
 async def read_server_facts(dsn: str, timeout: float = 10.0) -> ServerFacts:
-    """Connect to ``dsn`` with asyncpg (read-only, one session) and collect :class:`ServerFacts`."""
+    """Connect to ``dsn`` with asyncpg (read-only, one session) and collect :class:`ServerFacts`.
+
+    asyncpg's statement cache is off, so every statement is unnamed: nothing is left behind
+    on a PgBouncer's server connections for the next client to collide with.
+    """
     try:
         import asyncpg
     except ImportError as exc:  # pragma: no cover - depends on installed extras
@@ -155,7 +159,10 @@ async def read_server_facts(dsn: str, timeout: float = 10.0) -> ServerFacts:
     url = libpq_dsn(dsn)
     try:
         conn = await asyncpg.connect(
-            url, timeout=timeout, server_settings={"application_name": "poolwatch-doctor"}
+            url,
+            timeout=timeout,
+            statement_cache_size=0,
+            server_settings={"application_name": "poolwatch-doctor"},
         )
     except Exception as exc:
         message = f"cannot connect to {dsn}: {_describe(exc)}"
@@ -195,6 +202,7 @@ class PoolSettings:
     prepared_statements: bool = True
     source: str = "flags"
     poolclass: str = "QueuePool"
+    unique_statement_names: bool = False
 
 
 def load_engine(spec: str) -> Any:
@@ -242,49 +250,76 @@ def settings_from_engine(engine: Any, workers: int, spec: str) -> PoolSettings:
     )
 
 
-async def read_facts_via_engine(engine: Any) -> tuple[ServerFacts, bool | None]:
+class _ConnectSpy:
+    """A ``do_connect`` listener: remembers the app's connect arguments, and makes the
+    doctor's own connections send unnamed statements only, so that reading facts through
+    PgBouncer neither trips over statements other clients left there nor leaves any."""
+
+    def __init__(self) -> None:
+        self.cparams: dict[str, Any] | None = None
+
+    def __call__(self, dialect: Any, conn_rec: Any, cargs: Any, cparams: dict[str, Any]) -> None:
+        if self.cparams is None:
+            self.cparams = dict(cparams)
+        if getattr(dialect, "driver", "") == "asyncpg":
+            cparams["statement_cache_size"] = 0
+            cparams["prepared_statement_cache_size"] = 0
+            cparams.pop("prepared_statement_name_func", None)
+
+
+def statement_settings(cparams: dict[str, Any]) -> tuple[bool, bool]:
+    """(asyncpg statement cache on, unique prepared_statement_name_func) from connect args."""
+    cache = cparams.get("statement_cache_size", 100)
+    return int(cache or 0) > 0, cparams.get("prepared_statement_name_func") is not None
+
+
+async def read_facts_via_engine(engine: Any) -> tuple[ServerFacts, dict[str, Any]]:
     """Collect facts through the application's own engine, so its connect_args count.
 
-    Also returns whether asyncpg prepared statements are on for its connections (None when
-    the driver is not asyncpg).
+    Also returns the connect arguments the engine passes to its driver.
     """
-    from sqlalchemy import text
+    from sqlalchemy import event, text
 
-    prepared: bool | None = None
-    if hasattr(engine, "sync_engine"):
-        async with engine.connect() as conn:
+    sync = getattr(engine, "sync_engine", engine)
+    spy = _ConnectSpy()
+    event.listen(sync, "do_connect", spy)
+    try:
+        if hasattr(engine, "sync_engine"):
+            await engine.dispose()  # a pooled connection would not pass through the spy
+            async with engine.connect() as conn:
 
-            async def fetch(sql: str) -> list[dict[str, Any]]:
-                result = await conn.execute(text(sql))
-                return [dict(r) for r in result.mappings()]
+                async def fetch(sql: str) -> list[dict[str, Any]]:
+                    result = await conn.execute(text(sql))
+                    return [dict(r) for r in result.mappings()]
 
-            facts = await collect_facts(fetch)
-            raw = await conn.get_raw_connection()
-            prepared = _asyncpg_prepares(raw.dbapi_connection)
-            await conn.rollback()
-        return facts, prepared
+                facts = await collect_facts(fetch)
+                await conn.rollback()
+            return facts, spy.cparams or {}
 
-    def run_sync() -> tuple[ServerFacts, bool | None]:
-        with engine.connect() as conn:
+        def run_sync() -> ServerFacts:
+            engine.dispose()
+            with engine.connect() as conn:
 
-            async def fetch(sql: str) -> list[dict[str, Any]]:
-                return [dict(r) for r in conn.execute(text(sql)).mappings()]
+                async def fetch(sql: str) -> list[dict[str, Any]]:
+                    return [dict(r) for r in conn.execute(text(sql)).mappings()]
 
-            facts = asyncio.run(collect_facts(fetch))
-            conn.rollback()
-            return facts, None
+                facts = asyncio.run(collect_facts(fetch))
+                conn.rollback()
+                return facts
 
-    return await asyncio.to_thread(run_sync)
+        return await asyncio.to_thread(run_sync), spy.cparams or {}
+    finally:
+        event.remove(sync, "do_connect", spy)
 
 
-async def inspect_engine(engine: Any, dsn: str | None) -> tuple[ServerFacts, bool | None]:
+async def inspect_engine(engine: Any, dsn: str | None) -> tuple[ServerFacts, dict[str, Any]]:
     """Facts for the doctor when an engine was given; the engine is disposed afterwards.
 
     With ``dsn`` the server facts come from a new session on ``dsn``; otherwise from a
-    connection of the engine itself. The engine is always asked about prepared statements.
+    connection of the engine itself. Also returns the engine's driver connect arguments.
     """
     try:
-        via_engine, prepared = await read_facts_via_engine(engine)
+        via_engine, cparams = await read_facts_via_engine(engine)
     except DoctorError:
         raise
     except Exception as exc:
@@ -295,21 +330,7 @@ async def inspect_engine(engine: Any, dsn: str | None) -> tuple[ServerFacts, boo
         if asyncio.iscoroutine(disposed):
             await disposed
     facts = await read_server_facts(dsn) if dsn else via_engine
-    return facts, prepared
-
-
-def _asyncpg_prepares(adapted: Any) -> bool | None:
-    driver = getattr(adapted, "driver_connection", None) or getattr(adapted, "_connection", None)
-    if driver is None or type(driver).__module__.split(".")[0] != "asyncpg":
-        return None
-    cache = getattr(driver, "_stmt_cache", None)
-    asyncpg_cache = cache.get_max_size() if cache is not None else 0
-    sa_cache = getattr(adapted, "_prepared_statement_cache", None)
-    name_func = getattr(adapted, "_prepared_statement_name_func", None)
-    unique_names = (
-        name_func is not None and getattr(name_func, "__name__", "") != "_default_name_func"
-    )
-    return bool(asyncpg_cache) or sa_cache is not None or not unique_names
+    return facts, cparams
 
 
 # --- the checks ------------------------------------------------------------------------------
@@ -484,23 +505,44 @@ def check_pool_timeout(s: PoolSettings, o: DoctorOptions) -> Check:
     return Check("pool_timeout", "ok", f"pool_timeout {s.pool_timeout:g} s")
 
 
+#: The verified setting for asyncpg behind PgBouncer in transaction mode (sizing, runbook).
+PREPARED_FIX = (
+    'connect_args={"statement_cache_size": 0} (asyncpg then sends every statement unnamed; '
+    "SQLAlchemy's prepared_statement_cache_size needs no change)"
+)
+
+
 def check_prepared_statements(s: PoolSettings, o: DoctorOptions) -> Check:
-    """asyncpg prepared statements behind PgBouncer in transaction mode."""
+    """asyncpg's named prepared statements behind PgBouncer in transaction mode."""
     if o.pgbouncer != "transaction":
         return Check(
             "prepared_statements", "ok", "not behind PgBouncer in transaction mode (--pgbouncer)"
         )
-    if s.driver == "asyncpg" and s.prepared_statements:
+    if s.driver != "asyncpg":
+        return Check("prepared_statements", "ok", f"driver {s.driver}: not asyncpg")
+    if s.prepared_statements:
         return Check(
             "prepared_statements",
             "fail",
-            "asyncpg prepared statements are on behind PgBouncer in transaction mode: a "
-            "statement prepared on one server connection is missing on the next "
-            '(prepared statement "__asyncpg_stmt_..." does not exist)',
-            "URL ?prepared_statement_cache_size=0 and connect_args={'statement_cache_size': 0, "
-            "'prepared_statement_name_func': lambda: f'__asyncpg_{uuid4()}__'}",
+            "asyncpg's statement cache is on behind PgBouncer in transaction mode: its named "
+            "statements (__asyncpg_stmt_N__) stay on PgBouncer's server connections and collide "
+            'with other clients\' (prepared statement "__asyncpg_stmt_..." already exists / '
+            "does not exist)",
+            PREPARED_FIX,
         )
-    return Check("prepared_statements", "ok", "prepared statements are off (safe behind PgBouncer)")
+    if s.unique_statement_names:
+        return Check(
+            "prepared_statements",
+            "warn",
+            "prepared_statement_name_func gives every statement a unique name: each one stays "
+            "prepared on PgBouncer's server connections, which fill up with them",
+            "drop prepared_statement_name_func: statement_cache_size=0 alone is enough",
+        )
+    return Check(
+        "prepared_statements",
+        "ok",
+        "asyncpg's statement cache is off: every statement is unnamed (safe behind PgBouncer)",
+    )
 
 
 def check_server_timeout(name: str, value_ms: int, f: ServerFacts, suggested: str) -> Check:

@@ -1,0 +1,106 @@
+"""``poolwatch size`` and ``doctor`` through Debian's real PgBouncer (transaction mode)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import textwrap
+from pathlib import Path
+
+import asyncpg
+
+from pgbouncer_support import PgBouncer
+from test_cli_doctor import GOOD_FLAGS, checks
+from test_cli_size import poolwatch
+
+
+async def leftover_statements(bouncer: PgBouncer) -> int:
+    """Prepared statements on all server connections of the postgres pool (held at once)."""
+    size = int(bouncer.settings["default_pool_size"])
+    conns = [await asyncpg.connect(bouncer.dsn(), statement_cache_size=0) for _ in range(size)]
+    try:
+        total = 0
+        for conn in conns:
+            await conn.execute("BEGIN")
+            total += await conn.fetchval("select count(*) from pg_prepared_statements")
+        return total
+    finally:
+        for conn in conns:
+            await conn.close()
+
+
+def test_doctor_twice_through_pgbouncer_leaves_no_prepared_statement(
+    pgbouncer: PgBouncer,
+) -> None:
+    base = ["doctor", "--dsn", pgbouncer.dsn(), *GOOD_FLAGS, "--pgbouncer", "transaction"]
+    first = poolwatch(*base, "--json")
+    assert first.returncode in (0, 1), first.stderr
+    assert asyncio.run(leftover_statements(pgbouncer)) == 0
+    second = poolwatch(*base, "--json")
+    assert second.returncode in (0, 1), second.stderr
+    assert json.loads(second.stdout)["server"]["database"] == "postgres"
+    size = poolwatch("size", "--dsn", pgbouncer.dsn(), "--workers", "2", "--json")
+    assert size.returncode == 0, size.stderr
+    assert asyncio.run(leftover_statements(pgbouncer)) == 0
+
+
+async def pollute(bouncer: PgBouncer) -> int:
+    """Leave asyncpg's __asyncpg_stmt_1__ on every server connection, as a naive app does."""
+    size = int(bouncer.settings["default_pool_size"])
+    conns = [await asyncpg.connect(bouncer.dsn()) for _ in range(size)]
+    try:
+        for conn in conns:
+            await conn.execute("BEGIN")
+            await conn.fetchval("select 1")  # asyncpg's cache: a named statement
+        return await leftover_statements_of(conns)
+    finally:
+        for conn in conns:
+            await conn.execute("COMMIT")
+            await conn.close()
+
+
+async def leftover_statements_of(conns: list[asyncpg.Connection]) -> int:
+    return sum([await c.fetchval("select count(*) from pg_prepared_statements") for c in conns])
+
+
+def write_engines(tmp_path: Path, url: str) -> None:
+    (tmp_path / "bounced_db.py").write_text(
+        textwrap.dedent(
+            f"""
+            from uuid import uuid4
+
+            from sqlalchemy.ext.asyncio import create_async_engine
+
+            cached = create_async_engine({url!r}, pool_size=20, max_overflow=5, pool_timeout=5)
+            safe = create_async_engine(
+                {url!r}, pool_size=20, max_overflow=5, pool_timeout=5,
+                connect_args={{"statement_cache_size": 0}},
+            )
+            named = create_async_engine(
+                {url!r}, pool_size=20, max_overflow=5, pool_timeout=5,
+                connect_args={{
+                    "statement_cache_size": 0,
+                    "prepared_statement_name_func": lambda: f"__asyncpg_{{uuid4()}}__",
+                }},
+            )
+            """
+        )
+    )
+
+
+def test_doctor_engine_with_cache_on_reports_fail_instead_of_failing_to_connect(
+    pgbouncer: PgBouncer, tmp_path: Path
+) -> None:
+    assert asyncio.run(pollute(pgbouncer)) >= 2
+    write_engines(tmp_path, pgbouncer.url())
+    base = ["doctor", "--pgbouncer", "transaction", "--workers", "2", "--json"]
+    cached = poolwatch(*base, "--engine", "bounced_db:cached", cwd=str(tmp_path))
+    assert cached.returncode == 1, cached.stderr
+    data = json.loads(cached.stdout)
+    check = next(c for c in data["checks"] if c["id"] == "prepared_statements")
+    assert check["status"] == "fail"
+    assert 'connect_args={"statement_cache_size": 0}' in check["fix"]
+    safe = poolwatch(*base, "--engine", "bounced_db:safe", cwd=str(tmp_path))
+    assert checks(safe.stdout)["prepared_statements"] == "ok", safe.stderr
+    named = poolwatch(*base, "--engine", "bounced_db:named", cwd=str(tmp_path))
+    assert checks(named.stdout)["prepared_statements"] == "warn", named.stderr
