@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import asyncpg
+from sqlalchemy import text
 
 from pgbouncer_support import PgBouncer
 from test_cli_doctor import GOOD_FLAGS, checks
@@ -104,3 +107,41 @@ def test_doctor_engine_with_cache_on_reports_fail_instead_of_failing_to_connect(
     assert checks(safe.stdout)["prepared_statements"] == "ok", safe.stderr
     named = poolwatch(*base, "--engine", "bounced_db:named", cwd=str(tmp_path))
     assert checks(named.stdout)["prepared_statements"] == "warn", named.stderr
+
+
+async def run_snippet_traffic(snippet: str, url: str) -> list[object]:
+    os.environ["DATABASE_URL"] = url
+    namespace: dict[str, Any] = {}
+    try:
+        exec(compile(snippet, "<size snippet>", "exec"), namespace)
+    finally:
+        del os.environ["DATABASE_URL"]
+    engine = namespace["engine"]
+
+    async def one(i: int) -> object:
+        async with engine.connect() as conn:
+            return (await conn.execute(text("select cast(:i as int) * 2"), {"i": i})).scalar()
+
+    try:
+        return list(await asyncio.gather(*(one(i) for i in range(40))))
+    finally:
+        await engine.dispose()
+
+
+def test_size_through_pgbouncer_snippet_works_there(pgbouncer: PgBouncer) -> None:
+    result = poolwatch(
+        "size", "--dsn", pgbouncer.dsn(), "--workers", "2", "--pgbouncer", "transaction",
+        "--concurrency", "10", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert (
+        data["server"] is not None
+        and data["reserved"]
+        == data["server"]["superuser_reserved_connections"] + data["server"]["reserved_connections"]
+    )
+    if data["reserved"] < 10:  # the server's own reserved slots: the same note as direct mode
+        assert any("slots reserved" in note for note in data["notes"])
+    got = asyncio.run(run_snippet_traffic(data["snippet"], pgbouncer.url()))
+    assert got == [i * 2 for i in range(40)]
+    assert asyncio.run(leftover_statements(pgbouncer)) == 0

@@ -105,9 +105,40 @@ def test_pgbouncer_transaction_mode_advice() -> None:
     assert data["mode"] == "transaction"
     assert data["pool_size"] == 150
     assert data["pgbouncer_default_pool_size"] == 190
-    assert '"statement_cache_size": 0' in data["snippet"]
-    assert '"prepared_statement_cache_size": "0"' in data["snippet"]
-    assert "from uuid import uuid4" in data["snippet"]
+    assert data["peak_total"] == (150 + 5) * 4
+    assert data["pgbouncer_max_client_conn"] == 730  # ceil(620 / 0.85)
+    assert 'connect_args={"statement_cache_size": 0}' in data["snippet"]
+    assert "prepared_statement_name_func" not in data["snippet"]
+    assert any("max_client_conn >= 730" in note for note in data["notes"])
+    assert not any("slots reserved" in note for note in data["notes"])  # --reserved 10
+
+
+def test_pgbouncer_pools_share_the_server() -> None:
+    result = poolwatch(
+        "size", "--max-connections", "100", "--reserved", "10", "--workers", "2",
+        "--pgbouncer", "transaction", "--pgbouncer-pools", "4", "--json",
+    )  # fmt: skip
+    assert json.loads(result.stdout)["pgbouncer_default_pool_size"] == 22  # floor(90 / 4)
+    text = poolwatch(
+        "size", "--max-connections", "100", "--reserved", "10", "--workers", "2",
+        "--pgbouncer", "transaction", "--pgbouncer-pools", "4",
+    )  # fmt: skip
+    assert "PgBouncer max_client_conn    >= 248" in text.stdout  # ceil(210 / 0.85)
+    assert "PgBouncer default_pool_size  <= 22" in text.stdout
+    bad = poolwatch("size", "--max-connections", "100", "--pgbouncer-pools", "0")
+    assert_one_line_error(bad, "--pgbouncer-pools must be at least 1")
+
+
+@pytest.mark.parametrize("mode", ["none", "transaction"])
+def test_snippet_runs_as_pasted(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = poolwatch("size", "--max-connections", "100", "--pgbouncer", mode, "--json")
+    snippet = json.loads(result.stdout)["snippet"]
+    monkeypatch.setenv("DATABASE_URL", "postgresql+asyncpg://app@127.0.0.1:1/db")
+    namespace: dict[str, object] = {}
+    exec(compile(snippet, "<size snippet>", "exec"), namespace)  # imports included
+    engine = namespace["engine"]
+    assert type(engine).__name__ == "AsyncEngine"
+    assert engine.pool.size() == json.loads(result.stdout)["pool_size"]  # type: ignore[attr-defined]
 
 
 def test_dsn_reads_limits_from_the_server(pg: PgTarget) -> None:

@@ -175,6 +175,12 @@ def _add_size(sub: Any) -> None:
         help="expected concurrent coroutines per worker (PgBouncer transaction mode; default 100)",
     )
     p.add_argument(
+        "--pgbouncer-pools",
+        type=int,
+        default=1,
+        help="(database, user) pairs PgBouncer pools for (transaction mode; default 1)",
+    )
+    p.add_argument(
         "--pool-timeout", type=_seconds, default=10.0, help="for the snippet (default 10)"
     )
     p.add_argument(
@@ -224,6 +230,7 @@ def cmd_size(args: argparse.Namespace, out: TextIO) -> int:
                 pool_recycle=args.pool_recycle,
                 pgbouncer=args.pgbouncer,
                 concurrency=args.concurrency,
+                pgbouncer_pools=args.pgbouncer_pools,
             )
         )
     except sizing.SizingError as exc:
@@ -271,9 +278,14 @@ def _print_size(
                 f"({a.pool_size} + {a.max_overflow}) x {a.workers}, to PgBouncer, not PostgreSQL",
             ),
             (
+                "PgBouncer max_client_conn",
+                f">= {a.pgbouncer_max_client_conn}",
+                f"{a.peak_total} client connections kept under 85 % (PgBouncer's default: 100)",
+            ),
+            (
                 "PgBouncer default_pool_size",
                 f"<= {a.pgbouncer_default_pool_size}",
-                "summed over its pools: the server connections PgBouncer may open",
+                f"per pool, so all pools' server connections fit in {a.usable} usable",
             ),
         ]
     else:

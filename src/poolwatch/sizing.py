@@ -28,6 +28,9 @@ from dataclasses import dataclass, field
 MIN_ADMIN_SLOTS = 10
 
 PGBOUNCER_MODES = ("none", "session", "transaction")
+PGBOUNCER_DEFAULT_MAX_CLIENT_CONN = 100
+#: client connections used / max_client_conn (in %) at which the PgBouncer alert warns
+CLIENT_CONN_ALERT_PERCENT = 85
 
 
 class SizingError(ValueError):
@@ -46,6 +49,7 @@ class SizingInput:
     pool_recycle: int = 1800
     pgbouncer: str = "none"
     concurrency: int = 100
+    pgbouncer_pools: int = 1
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,7 @@ class SizingAdvice:
     snippet: str
     notes: list[str] = field(default_factory=list)
     pgbouncer_default_pool_size: int | None = None
+    pgbouncer_max_client_conn: int | None = None
 
     def as_dict(self) -> dict[str, object]:
         """A JSON-ready view of the advice."""
@@ -84,6 +89,7 @@ class SizingAdvice:
             "snippet": self.snippet,
             "notes": list(self.notes),
             "pgbouncer_default_pool_size": self.pgbouncer_default_pool_size,
+            "pgbouncer_max_client_conn": self.pgbouncer_max_client_conn,
         }
 
 
@@ -124,6 +130,16 @@ def validate(inp: SizingInput) -> None:
         )
     if inp.concurrency < 1:
         raise SizingError(f"--concurrency must be at least 1 (got {inp.concurrency})")
+    if inp.pgbouncer_pools < 1:
+        raise SizingError(
+            f"--pgbouncer-pools must be at least 1 (got {inp.pgbouncer_pools}): count the "
+            "(database, user) pairs PgBouncer keeps a pool for"
+        )
+    if inp.pgbouncer == "transaction" and inp.pgbouncer_pools > inp.max_connections - inp.reserved:
+        raise SizingError(
+            f"{inp.pgbouncer_pools} PgBouncer pools cannot each get a server connection out of "
+            f"{inp.max_connections - inp.reserved} usable: fewer pools, or raise max_connections"
+        )
 
 
 def formula_pool_size(max_connections: int, reserved: int, workers: int, max_overflow: int) -> int:
@@ -147,12 +163,7 @@ def recommend(inp: SizingInput) -> SizingAdvice:
         f"floor(({inp.max_connections} - {inp.reserved}) / {inp.workers}) - "
         f"{inp.max_overflow} = {share} - {inp.max_overflow} = {pool_size}"
     )
-    notes: list[str] = []
-    if inp.reserved < MIN_ADMIN_SLOTS:
-        notes.append(
-            f"only {inp.reserved} slots reserved: keep at least {MIN_ADMIN_SLOTS} for admin "
-            "sessions, migrations and monitoring (--reserved 10)"
-        )
+    notes = _reserved_note(inp)
     if pool_size >= 20 and pool_size % 5:
         conservative = pool_size - pool_size % 5
         notes.append(
@@ -181,6 +192,15 @@ def recommend(inp: SizingInput) -> SizingAdvice:
     )
 
 
+def _reserved_note(inp: SizingInput) -> list[str]:
+    if inp.reserved >= MIN_ADMIN_SLOTS:
+        return []
+    return [
+        f"only {inp.reserved} slots reserved: keep at least {MIN_ADMIN_SLOTS} for admin "
+        "sessions, migrations and monitoring (--reserved 10)"
+    ]
+
+
 def _too_small(inp: SizingInput, usable: int, share: int, pool_size: int) -> str:
     why = (
         f"pool_size would be {pool_size}: {usable} usable connections / {inp.workers} "
@@ -199,19 +219,32 @@ def _too_small(inp: SizingInput, usable: int, share: int, pool_size: int) -> str
 def _recommend_pgbouncer_transaction(inp: SizingInput) -> SizingAdvice:
     usable = inp.max_connections - inp.reserved
     pool_size = inp.concurrency
+    per_worker = pool_size + inp.max_overflow
+    peak = per_worker * inp.workers
+    # stay below the 85 % at which PoolwatchPgBouncerClientsNearLimit-style alerts fire
+    max_client_conn = -(-peak * 100 // CLIENT_CONN_ALERT_PERCENT)  # ceil, in integers
+    default_pool_size = usable // inp.pgbouncer_pools
+    pools = inp.pgbouncer_pools
     notes = [
-        "in transaction mode PgBouncer's own default_pool_size is the pool that protects "
-        f"PostgreSQL: keep the sum of its pools at or below {usable} "
-        f"(max_connections {inp.max_connections} - reserved {inp.reserved})",
+        f"PgBouncer max_client_conn >= {max_client_conn}: the app opens up to {peak} client "
+        f"connections ({per_worker} x {inp.workers} workers), kept under 85 % of the limit; "
+        f"PgBouncer's default is {PGBOUNCER_DEFAULT_MAX_CLIENT_CONN}, and a client over it is "
+        "refused ('no more connections allowed (max_client_conn)')",
+        f"PgBouncer default_pool_size <= {default_pool_size}: it is the pool that protects "
+        f"PostgreSQL; {pools} pool{'s' if pools != 1 else ''} (database, user) x "
+        "(default_pool_size + reserve_pool_size) must fit in "
+        f"{usable} (max_connections {inp.max_connections} - reserved {inp.reserved}); "
+        "max_db_connections / max_user_connections cap it too",
         f"the application pool can match coroutine concurrency (pool_size={pool_size} per "
         "worker); PgBouncer multiplexes those client connections onto few server connections",
-        "turn asyncpg's prepared statements off (statement_cache_size=0, "
-        "prepared_statement_cache_size=0, unique prepared_statement_name_func): a prepared "
-        "statement lives on one server connection and PgBouncer hands you another",
+        "asyncpg's statement cache must be off (statement_cache_size=0): its named statements "
+        "would stay on PgBouncer's server connections and collide with other clients'; "
+        "SQLAlchemy's prepared_statement_cache_size needs no change, and a unique "
+        "prepared_statement_name_func would leave one statement per query behind",
         "pool_pre_ping is of little use here: PgBouncer presents a healthy client connection "
         "even when its server side was replaced",
+        *_reserved_note(inp),
     ]
-    per_worker = pool_size + inp.max_overflow
     return SizingAdvice(
         mode="transaction",
         pool_size=pool_size,
@@ -221,21 +254,26 @@ def _recommend_pgbouncer_transaction(inp: SizingInput) -> SizingAdvice:
         reserved=inp.reserved,
         usable=usable,
         per_worker_peak=per_worker,
-        peak_total=per_worker * inp.workers,
-        headroom=usable,
+        peak_total=peak,
+        headroom=max_client_conn - peak,
         formula=(
             f"app pool_size = expected concurrency per worker = {pool_size}; "
-            f"PgBouncer default_pool_size (all pools together) <= {usable}"
+            f"PgBouncer max_client_conn >= ceil({peak} / 0.85) = {max_client_conn}; "
+            f"default_pool_size <= floor({usable} / {pools}) = {default_pool_size}"
         ),
         snippet=pgbouncer_snippet(pool_size, inp.max_overflow, inp.pool_timeout),
         notes=notes,
-        pgbouncer_default_pool_size=usable,
+        pgbouncer_default_pool_size=default_pool_size,
+        pgbouncer_max_client_conn=max_client_conn,
     )
+
+
+_IMPORTS = "import os\n\nfrom sqlalchemy.ext.asyncio import create_async_engine\n\n"
 
 
 def engine_snippet(pool_size: int, max_overflow: int, pool_timeout: float, recycle: int) -> str:
     """A ready ``create_async_engine(...)`` call for a direct PostgreSQL connection."""
-    return (
+    return _IMPORTS + (
         "engine = create_async_engine(\n"
         '    os.environ["DATABASE_URL"],  # postgresql+asyncpg://...\n'
         f"    pool_size={pool_size},\n"
@@ -249,21 +287,14 @@ def engine_snippet(pool_size: int, max_overflow: int, pool_timeout: float, recyc
 
 def pgbouncer_snippet(pool_size: int, max_overflow: int, pool_timeout: float) -> str:
     """A ready ``create_async_engine(...)`` call for asyncpg behind PgBouncer (transaction)."""
-    return (
-        "from uuid import uuid4\n"
-        "from sqlalchemy.engine import make_url\n\n"
-        "# SQLAlchemy's own prepared-statement cache off (a dialect option of the URL)\n"
-        'url = make_url(os.environ["DATABASE_URL"])\n'
-        'url = url.update_query_dict({"prepared_statement_cache_size": "0"})\n'
+    return _IMPORTS + (
         "engine = create_async_engine(\n"
-        "    url,\n"
+        '    os.environ["DATABASE_URL"],  # postgresql+asyncpg://app@pgbouncer:6432/db\n'
         f"    pool_size={pool_size},\n"
         f"    max_overflow={max_overflow},\n"
         f"    pool_timeout={pool_timeout:g},\n"
-        "    connect_args={\n"
-        '        "statement_cache_size": 0,  # asyncpg: no prepared-statement cache\n'
-        '        "prepared_statement_name_func": lambda: f"__asyncpg_{uuid4()}__",\n'
-        "    },\n"
+        "    # PgBouncer transaction mode: asyncpg sends unnamed statements only\n"
+        '    connect_args={"statement_cache_size": 0},\n'
         ")"
     )
 
