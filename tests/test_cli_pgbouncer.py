@@ -6,15 +6,16 @@ import asyncio
 import json
 import os
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 from sqlalchemy import text
 
-from pgbouncer_support import PgBouncer
+from pgbouncer_support import NOBODY_USER, STATS_PASSWORD, STATS_USER, PgBouncer
 from test_cli_doctor import GOOD_FLAGS, checks
-from test_cli_size import poolwatch
+from test_cli_size import assert_one_line_error, poolwatch
 
 
 async def leftover_statements(bouncer: PgBouncer) -> int:
@@ -145,3 +146,70 @@ def test_size_through_pgbouncer_snippet_works_there(pgbouncer: PgBouncer) -> Non
     got = asyncio.run(run_snippet_traffic(data["snippet"], pgbouncer.url()))
     assert got == [i * 2 for i in range(40)]
     assert asyncio.run(leftover_statements(pgbouncer)) == 0
+
+
+def pgb_checks(stdout: str) -> dict[str, tuple[str, str, str]]:
+    data = json.loads(stdout)
+    return {
+        c["id"]: (c["status"], c["summary"], c["fix"])
+        for c in data["checks"]
+        if c["id"].startswith("pgb_")
+    }
+
+
+def test_doctor_reads_pgbouncer_config_and_flags_each_mismatch(
+    pgbouncer_factory: Callable[..., PgBouncer],
+) -> None:
+    bouncer = pgbouncer_factory(max_client_conn=50, client_idle_timeout=60, query_wait_timeout=120)
+    result = poolwatch(
+        "doctor", "--dsn", bouncer.dsn(), "--pgbouncer-admin-dsn", bouncer.stats_dsn(),
+        "--pool-size", "20", "--max-overflow", "5", "--workers", "4", "--pool-timeout", "5",
+        "--pool-recycle", "1800", "--json",
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    data = json.loads(result.stdout)
+    assert data["options"]["pgbouncer"] == "transaction"  # pool_mode read from SHOW CONFIG
+    assert data["pgbouncer"]["max_client_conn"] == 50
+    found = pgb_checks(result.stdout)
+    assert found["pgb_clients"][0] == "fail"
+    assert "(20 + 5) x 4 = 100 client connections" in found["pgb_clients"][1]
+    assert "max_client_conn = 118" in found["pgb_clients"][2]  # ceil(100 / 0.85)
+    assert found["pgb_recycle"][0] == "fail"
+    assert "pool_recycle=45" in found["pgb_recycle"][2]  # 75 % of client_idle_timeout 60
+    assert found["pgb_queue_wait"][0] == "warn"
+    assert "query_wait_timeout is 120 s, longer than pool_timeout 5 s" in found["pgb_queue_wait"][1]
+    assert STATS_PASSWORD not in result.stdout + result.stderr
+    with_sla = poolwatch(
+        "doctor", "--dsn", bouncer.dsn(), "--pgbouncer-admin-dsn", bouncer.stats_dsn(),
+        "--pool-timeout", "5", "--sla", "2", "--json",
+    )  # fmt: skip
+    assert pgb_checks(with_sla.stdout)["pgb_queue_wait"][0] == "fail"
+
+
+def test_doctor_pgbouncer_checks_pass_on_matching_settings(
+    pgbouncer_factory: Callable[..., PgBouncer],
+) -> None:
+    bouncer = pgbouncer_factory(max_client_conn=200, query_wait_timeout=5)
+    result = poolwatch(
+        "doctor", "--dsn", bouncer.dsn(), "--pgbouncer-admin-dsn", bouncer.stats_dsn(),
+        "--pool-size", "20", "--max-overflow", "5", "--workers", "4", "--pool-timeout", "5",
+        "--pool-recycle", "1800", "--prepared-statements", "off",
+    )  # fmt: skip
+    assert "OK    pgb_clients" in result.stdout, result.stdout + result.stderr
+    assert "OK    pgb_recycle" in result.stdout
+    assert "OK    pgb_query_wait" in result.stdout
+    assert "PgBouncer 1." in result.stdout and "max_client_conn 200" in result.stdout
+
+
+def test_doctor_pgbouncer_admin_errors_are_one_line(pgbouncer: PgBouncer) -> None:
+    wrong = poolwatch(
+        "doctor", "--dsn", pgbouncer.dsn(),
+        "--pgbouncer-admin-dsn", pgbouncer.dsn("pgbouncer", STATS_USER, "Wr0ngPass"),
+    )  # fmt: skip
+    line = assert_one_line_error(wrong, "--pgbouncer-admin-dsn", "refused the password")
+    assert "Wr0ngPass" not in line
+    nobody = poolwatch(
+        "doctor", "--dsn", pgbouncer.dsn(),
+        "--pgbouncer-admin-dsn", pgbouncer.dsn("pgbouncer", NOBODY_USER),
+    )  # fmt: skip
+    assert_one_line_error(nobody, "stats_users", "admin_users")

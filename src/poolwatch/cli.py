@@ -14,10 +14,12 @@ import math
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Any, NoReturn, TextIO
 from urllib.parse import unquote
 
 from poolwatch import doctor as doc
+from poolwatch import doctor_pgbouncer as doc_pgb
 from poolwatch import sizing
 from poolwatch.redaction import redact_dsn, redact_known_dsn
 
@@ -318,6 +320,9 @@ examples:
   poolwatch doctor --dsn postgresql://app@db:5432/shop --engine myapp.db:engine --workers 4 \\
       --proxy-idle-timeout 3600
   poolwatch doctor --engine myapp.db:engine --pgbouncer transaction --json
+  poolwatch doctor --engine myapp.db:engine --workers 4 \\
+      --pgbouncer-admin-dsn postgresql://stats@pgbouncer:6432/pgbouncer
+      also checks max_client_conn, query_wait_timeout, client_idle_timeout, server_lifetime
 
 Settings not given default to SQLAlchemy's own (pool_size 5, max_overflow 10, pool_timeout 30,
 no pool_recycle, no pre-ping). With --engine the settings and the server's timeouts are read
@@ -359,7 +364,18 @@ def _add_doctor(sub: Any) -> None:
         help="idle timeout of a proxy / load balancer, seconds",
     )
     p.add_argument("--sla", type=_seconds, help="response-time target of the app, seconds")
-    p.add_argument("--pgbouncer", choices=sizing.PGBOUNCER_MODES, default="none")
+    p.add_argument(
+        "--pgbouncer",
+        choices=sizing.PGBOUNCER_MODES,
+        help="PgBouncer pool mode between the app and PostgreSQL (default: none, or "
+        "pool_mode from --pgbouncer-admin-dsn)",
+    )
+    p.add_argument(
+        "--pgbouncer-admin-dsn",
+        metavar="URL",
+        help="PgBouncer's admin console as a stats_users role "
+        "(postgresql://stats@pgbouncer:6432/pgbouncer): check its settings against the pool",
+    )
     p.add_argument(
         "--idle-threshold",
         type=_seconds_or_zero,
@@ -388,10 +404,14 @@ def cmd_doctor(args: argparse.Namespace, out: TextIO) -> int:
             raise CliError(f"--{name.replace('_', '-')} cannot be negative")
     if not args.dsn and not args.engine:
         raise CliError("give --dsn URL (and your pool settings as flags) or --engine module:attr")
+    bouncer = None
+    if args.pgbouncer_admin_dsn:
+        bouncer = _run(doc_pgb.read_pgbouncer_facts(args.pgbouncer_admin_dsn))
+    mode = args.pgbouncer or (bouncer.pool_mode if bouncer is not None else "none")
     options = doc.DoctorOptions(
         proxy_idle_timeout=args.proxy_idle_timeout,
         sla=args.sla,
-        pgbouncer=args.pgbouncer,
+        pgbouncer=mode if mode in sizing.PGBOUNCER_MODES else "none",
         idle_threshold=args.idle_threshold,
     )
     if args.engine:
@@ -420,13 +440,16 @@ def cmd_doctor(args: argparse.Namespace, out: TextIO) -> int:
     if args.prepared_statements:
         settings.prepared_statements = args.prepared_statements == "on"
     checks = doc.run_checks(settings, facts, options)
+    if bouncer is not None:
+        checks += doc_pgb.pgbouncer_checks(settings, bouncer, options)
     problems, warnings = doc.summary_counts(checks)
     failed = problems > 0 or (args.strict and warnings > 0)
     if args.json:
-        out.write(json.dumps(doc.report_dict(target, settings, facts, options, checks), indent=2))
-        out.write("\n")
+        report = doc.report_dict(target, settings, facts, options, checks)
+        report["pgbouncer"] = asdict(bouncer) if bouncer is not None else None
+        out.write(json.dumps(report, indent=2) + "\n")
     else:
-        _print_doctor(target, settings, facts, checks, out)
+        _print_doctor(target, settings, facts, checks, out, bouncer)
     return EXIT_PROBLEMS if failed else EXIT_OK
 
 
@@ -438,6 +461,7 @@ _CHECK_LABELS = {
     "idle_in_transaction_session_timeout": "idle_in_tx_timeout",
     "idle_in_transaction": "idle_in_tx_now",
     "prepared_statements": "prepared_stmts",
+    "pgb_queue_wait": "pgb_query_wait",
 }
 
 
@@ -447,6 +471,7 @@ def _print_doctor(
     f: doc.ServerFacts,
     checks: Sequence[doc.Check],
     out: TextIO,
+    bouncer: doc_pgb.PgBouncerFacts | None = None,
 ) -> None:
     st = Style(out)
     w = out.write
@@ -456,6 +481,18 @@ def _print_doctor(
         f"max_connections {f.max_connections}, {f.reserved} reserved, "
         f"{f.client_connections} client connections now\n"
     )
+    if bouncer is not None:
+        b = {
+            k: "?" if v is None else f"{v:g}"
+            for k, v in asdict(bouncer).items()
+            if k not in ("version", "pool_mode")
+        }
+        w(
+            f"  {bouncer.version}: pool_mode {bouncer.pool_mode}, max_client_conn "
+            f"{b['max_client_conn']}, default_pool_size {b['default_pool_size']}, "
+            f"query_wait_timeout {b['query_wait_timeout']}, server_lifetime "
+            f"{b['server_lifetime']}, client_idle_timeout {b['client_idle_timeout']}\n"
+        )
     recycle = "off" if s.pool_recycle is None else f"{s.pool_recycle:g}"
     w(
         f"  pool ({s.source}): pool_size={s.pool_size} max_overflow={s.max_overflow} "
