@@ -15,7 +15,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from poolwatch.doctor import RECYCLE_FRACTION, Check, DoctorError, DoctorOptions, PoolSettings
+from poolwatch.doctor import RECYCLE_FRACTION, Check, DoctorOptions
+from poolwatch.doctor_facts import DoctorError, PoolSettings
 from poolwatch.pgbouncer import AdminConsole, ConsoleError
 from poolwatch.sizing import CLIENT_CONN_ALERT_PERCENT
 

@@ -30,7 +30,7 @@ from typing import Any, TextIO
 from poolwatch.demo.app import APP_NAME, DROP_SQL, MAX_OVERFLOW, POOL_SIZE, POOL_TIMEOUT
 from poolwatch.demo.display import Display, Phase
 from poolwatch.demo.metrics import AlertRule, Samples, Snapshot, firing, load_rules
-from poolwatch.doctor import libpq_dsn
+from poolwatch.doctor_facts import libpq_dsn
 from poolwatch.redaction import redact_known_dsn
 
 LEAK_THRESHOLD = 3.0

@@ -1,0 +1,127 @@
+"""Shared pieces of the ``poolwatch`` sub-commands: exit codes, the one-line error, colour,
+argparse types, and running the doctor's coroutines."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+from typing import Any, NoReturn, TextIO
+
+from poolwatch import doctor_facts as facts_mod
+from poolwatch.redaction import redact_dsn
+
+EXIT_OK = 0
+EXIT_PROBLEMS = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class CliError(Exception):
+    """An expected failure: printed as one line, exit code 2."""
+
+
+# --- output helpers --------------------------------------------------------------------------
+
+
+class Style:
+    """ANSI colour when writing to a terminal (and NO_COLOR is unset), plain text otherwise."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.enabled = (
+            stream.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+        )
+
+    def _wrap(self, code: str, text: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if self.enabled else text
+
+    def bold(self, text: str) -> str:
+        """Bold."""
+        return self._wrap("1", text)
+
+    def dim(self, text: str) -> str:
+        """Dim."""
+        return self._wrap("2", text)
+
+    def red(self, text: str) -> str:
+        """Red (problems)."""
+        return self._wrap("31;1", text)
+
+    def green(self, text: str) -> str:
+        """Green (fine)."""
+        return self._wrap("32", text)
+
+    def yellow(self, text: str) -> str:
+        """Yellow (warnings)."""
+        return self._wrap("33", text)
+
+    def status(self, status: str) -> str:
+        """OK / WARN / FAIL, coloured."""
+        label = {"ok": "OK  ", "warn": "WARN", "fail": "FAIL"}.get(status, status.upper())
+        if status == "fail":
+            return self.red(label)
+        if status == "warn":
+            return self.yellow(label)
+        return self.green(label)
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (no usage dump) and exits 2."""
+
+    def error(self, message: str) -> NoReturn:
+        # argparse quotes the offending argument, which may be a mistyped --dsn URL
+        message = redact_dsn(message)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
+def seconds(text: str) -> float:
+    """argparse type: a finite number of seconds above 0."""
+    value = _number(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text!r}")
+    return value
+
+
+def seconds_or_zero(text: str) -> float:
+    """argparse type: a finite number of seconds, 0 or more."""
+    value = _number(text)
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, 0 or more, got {text!r}")
+    return value
+
+
+def recycle_seconds(text: str) -> float:
+    """argparse type for --pool-recycle: -1 (off) or a finite number of seconds above 0."""
+    value = _number(text)
+    if value != -1 and (not math.isfinite(value) or value <= 0):
+        raise argparse.ArgumentTypeError(
+            f"expected -1 (off) or a number of seconds above 0, got {text!r}"
+        )
+    return value
+
+
+HELP_FORMAT = argparse.RawDescriptionHelpFormatter
+
+
+def run_doctor(coro: Any) -> Any:
+    """``asyncio.run(coro)``, a DoctorError (bad input, unreachable server) as a CliError."""
+    try:
+        return asyncio.run(coro)
+    except facts_mod.DoctorError as exc:
+        raise CliError(str(exc)) from exc
+
+
+def wrap_doctor_error(fn: Any) -> Any:
+    """``fn()``, a DoctorError as a CliError."""
+    try:
+        return fn()
+    except facts_mod.DoctorError as exc:
+        raise CliError(str(exc)) from exc
