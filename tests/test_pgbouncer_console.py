@@ -162,3 +162,13 @@ def test_parse_target_reads_socket_port_and_env_password(monkeypatch: pytest.Mon
         parse_target("postgresql://stats@h/pgbouncer?sslmode=require")
     with pytest.raises(ConsoleError, match="names no user"):
         parse_target("postgresql://h:6432/pgbouncer")
+
+
+async def test_unix_socket(pgbouncer: PgBouncer) -> None:
+    dsn = (
+        f"postgresql://{STATS_USER}:{STATS_PASSWORD}@/pgbouncer"
+        f"?host={pgbouncer.directory}&port={pgbouncer.port}"
+    )
+    async with await AdminConsole.connect(dsn) as console:
+        assert console.target.socket.endswith(f"/.s.PGSQL.{pgbouncer.port}")
+        assert (await console.show("VERSION"))[0]["version"].startswith("PgBouncer ")
