@@ -3,8 +3,9 @@
 The console speaks only the simple query protocol (asyncpg's extended-protocol ``fetch`` is
 refused). psycopg 3 reads it, but costs the exporter +10.9 MB of RSS imported and +14.2 MB
 connected, against +1.2 MB for this module (``bench/bench_console_rss.py``), and the
-exporter's budget is 40 MB. So this is the wire protocol on asyncio streams: startup, ``trust`` / cleartext / md5 / SCRAM-SHA-256 authentication, and
-``Query`` -> ``RowDescription`` / ``DataRow`` / ``CommandComplete`` / ``ErrorResponse`` /
+exporter's budget is 40 MB. So this is the wire protocol on asyncio streams: startup,
+``trust`` / cleartext / md5 / SCRAM-SHA-256 authentication, and ``Query`` ->
+``RowDescription`` / ``DataRow`` / ``CommandComplete`` / ``ErrorResponse`` /
 ``ReadyForQuery``. Every failure is a :class:`ConsoleError` with one line and no password.
 
 Example::
