@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -19,6 +21,7 @@ from pgbouncer_support import (
 )
 from poolwatch.pgbouncer import AdminConsole, ConsoleError
 from poolwatch.pgbouncer.console import parse_target
+from support import require_tool
 
 
 @pytest.mark.parametrize("auth_type", ["md5", "scram-sha-256", "plain"])
@@ -158,8 +161,9 @@ def test_parse_target_reads_socket_port_and_env_password(monkeypatch: pytest.Mon
         "pgbouncer",
     )
     assert t.socket == "/run/pgb/.s.PGSQL.6433"
-    with pytest.raises(ConsoleError, match="sslmode=require is not supported"):
-        parse_target("postgresql://stats@h/pgbouncer?sslmode=require")
+    assert parse_target("postgresql://stats@h/pgbouncer").sslmode == "prefer"  # as libpq
+    with pytest.raises(ConsoleError, match="sslmode=bogus is not one of disable, allow"):
+        parse_target("postgresql://stats@h/pgbouncer?sslmode=bogus")
     with pytest.raises(ConsoleError, match="names no user"):
         parse_target("postgresql://h:6432/pgbouncer")
 
@@ -172,3 +176,41 @@ async def test_unix_socket(pgbouncer: PgBouncer) -> None:
     async with await AdminConsole.connect(dsn) as console:
         assert console.target.socket.endswith(f"/.s.PGSQL.{pgbouncer.port}")
         assert (await console.show("VERSION"))[0]["version"].startswith("PgBouncer ")
+
+
+def self_signed(directory: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (it is its own CA), made with openssl."""
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_tls_modes(pgbouncer_factory: Callable[..., PgBouncer], tmp_path: Path) -> None:
+    require_tool("openssl")
+    bouncer = pgbouncer_factory()
+    plain = bouncer.stats_dsn()
+    with pytest.raises(ConsoleError, match="does not accept TLS"):
+        await AdminConsole.connect(plain + "?sslmode=require")
+    async with await AdminConsole.connect(plain) as console:  # prefer: plain when refused
+        assert not console.tls
+    cert, key = self_signed(bouncer.directory, "server")
+    other, _ = self_signed(tmp_path, "other")
+    bouncer.reconfigure(
+        client_tls_sslmode="require", client_tls_cert_file=str(cert), client_tls_key_file=str(key)
+    )
+    for query in ("", "?sslmode=require", f"?sslmode=verify-full&sslrootcert={cert}"):
+        async with await AdminConsole.connect(plain + query) as console:
+            assert console.tls, query
+            assert (await console.show("VERSION"))[0]["version"]
+    with pytest.raises(
+        ConsoleError,
+        match=r"TLS with PgBouncer at 127\.0\.0\.1:\d+ failed: CERTIFICATE_VERIFY_FAILED",
+    ):
+        await AdminConsole.connect(plain + f"?sslmode=verify-ca&sslrootcert={other}")
+    with pytest.raises(ConsoleError):  # TLS is required by PgBouncer now
+        await AdminConsole.connect(plain + "?sslmode=disable")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import struct
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from poolwatch.pgbouncer import tls
 from poolwatch.pgbouncer.auth import SCRAM_MECHANISM, AuthError, ScramClient, md5_password
 from poolwatch.pgbouncer.wire import data_row, error_fields, row_description
 from poolwatch.redaction import dsn_secrets, redact_dsn, scrub
@@ -64,6 +66,8 @@ class Target:
     password: str
     database: str
     secrets: tuple[str, ...]
+    sslmode: str = "prefer"
+    sslrootcert: str | None = None
 
     @property
     def where(self) -> str:
@@ -80,7 +84,7 @@ def parse_target(dsn: str, password: str | None = None) -> Target:
     """Read host, port, user, password and database from a libpq URL.
 
     ``password`` (or else ``$PGPASSWORD``) is used when the URL has none. ``?host=/dir``
-    selects a Unix socket. TLS (``sslmode`` require and stricter) is not supported yet.
+    selects a Unix socket; ``sslmode`` and ``sslrootcert`` work as in libpq (:mod:`.tls`).
     """
     secrets = dsn_secrets(dsn)
     try:
@@ -95,11 +99,9 @@ def parse_target(dsn: str, password: str | None = None) -> Target:
             f"{scrub(redact_dsn(dsn), secrets)[:60]!r}"
         )
     query = dict(parse_qsl(parts.query))
-    if query.get("sslmode", "disable") not in ("disable", "allow", "prefer"):
-        raise ConsoleError(
-            f"sslmode={query['sslmode']} is not supported for the PgBouncer admin console yet: "
-            "use sslmode=disable on a loopback or private network"
-        )
+    sslmode = query.get("sslmode", "prefer")
+    if sslmode not in tls.SSLMODES:
+        raise ConsoleError(f"sslmode={sslmode} is not one of {', '.join(tls.SSLMODES)}")
     user = unquote(parts.username or "") or query.get("user", "")
     if not user:
         raise ConsoleError(
@@ -117,6 +119,8 @@ def parse_target(dsn: str, password: str | None = None) -> Target:
         password=found,
         database=unquote(parts.path.lstrip("/")) or "pgbouncer",
         secrets=secrets,
+        sslmode=sslmode,
+        sslrootcert=query.get("sslrootcert"),
     )
 
 
@@ -135,6 +139,8 @@ class AdminConsole:
         self.parameters: dict[str, str] = {}
         #: how the login went: trust, plain, md5 or scram-sha-256
         self.auth_method = "trust"
+        #: whether the connection is encrypted (sslmode)
+        self.tls = False
         self._reader = reader
         self._writer = writer
         self._lock = asyncio.Lock()
@@ -159,6 +165,10 @@ class AdminConsole:
                 reader, writer = await asyncio.open_connection(target.host, target.port)
             console = cls(target, reader, writer, timeout)
             try:
+                if not target.host.startswith("/") and tls.wants_tls(target.sslmode):
+                    console.tls = await tls.negotiate(
+                        reader, writer, target.host, target.sslmode, target.sslrootcert
+                    )
                 await console._startup(application_name)
             except BaseException:
                 console._abort()
@@ -323,11 +333,13 @@ async def _bounded(
         raise ConsoleError(scrub(str(exc), target.secrets)) from None
     except asyncio.TimeoutError:
         message = f"PgBouncer at {target.where} did not answer {doing} within {timeout:g} s"
+    except ssl.SSLError as exc:
+        message = f"TLS with PgBouncer at {target.where} failed: {exc.reason or exc}"
     except (OSError, asyncio.IncompleteReadError, EOFError) as exc:
         reason = (
             "it closed the connection"
             if isinstance(exc, asyncio.IncompleteReadError)
-            else (getattr(exc, "strerror", None) or type(exc).__name__)
+            else (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__)
         )
         message = f"cannot reach PgBouncer at {target.where} ({doing}): {reason}"
     except (AuthError, ValueError, struct.error, UnicodeDecodeError) as exc:
