@@ -54,5 +54,7 @@ async def negotiate(
         if sslmode in ("require", "verify-ca", "verify-full"):
             raise TlsRefused(f"it does not accept TLS (client_tls_sslmode), sslmode={sslmode}")
         return False
+    if not hasattr(writer, "start_tls"):  # Python 3.10
+        raise TlsRefused("TLS to PgBouncer needs Python 3.11 or newer (or sslmode=disable)")
     await writer.start_tls(context(sslmode, sslrootcert), server_hostname=host)
     return True
