@@ -21,6 +21,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from poolwatch.instrumentation.context import RequestScope, current_request, route_tracking
+from poolwatch.instrumentation.multiprocess import ScrapeUnavailable
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -32,15 +33,11 @@ def _registry_for_scrape(registry: CollectorRegistry | None) -> CollectorRegistr
     if registry is not None:
         return registry
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        # Multiprocess mode: every scrape aggregates all workers' files afresh.
-        from prometheus_client import multiprocess
+        # Multiprocess mode: every scrape aggregates all workers' files afresh (this worker's
+        # pools flushed now, dead workers' gauges dropped and their other files archived).
+        from poolwatch.instrumentation.multiprocess import scrape_registry
 
-        from poolwatch.instrumentation.multiprocess import prepare_scrape
-
-        prepare_scrape()  # this worker's pools flushed now; dead workers' gauges dropped
-        fresh = CollectorRegistry()
-        multiprocess.MultiProcessCollector(fresh)  # type: ignore[no-untyped-call]
-        return fresh
+        return scrape_registry()
     return REGISTRY
 
 
@@ -89,14 +86,18 @@ class MetricsApp:
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        body, extra = await asyncio.get_running_loop().run_in_executor(
-            None,
-            render_metrics,
-            self.registry,
-            headers.get("accept", ""),
-            headers.get("accept-encoding", ""),
-            query.get("name[]"),
-        )
+        try:
+            body, extra = await asyncio.get_running_loop().run_in_executor(
+                None,
+                render_metrics,
+                self.registry,
+                headers.get("accept", ""),
+                headers.get("accept-encoding", ""),
+                query.get("name[]"),
+            )
+        except ScrapeUnavailable as exc:  # one line with the fix, also in the app's log
+            await _respond(send, 503, f"{exc}\n".encode(), [(b"content-type", b"text/plain")])
+            return
         if scope.get("method") == "HEAD":
             body = b""
         await _respond(send, 200, body, extra)

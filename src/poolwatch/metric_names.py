@@ -61,6 +61,27 @@ POOL_WAITING = MetricSpec(
     "Callers waiting for a connection because the pool is at capacity.",
     (POOL_LABEL,),
 )
+# The busiest worker process: in multiprocess mode the gauges above are summed over workers
+# (livesum), so one worker's full pool hides in the sum; these are the maximum over workers
+# (livemax). In single-process mode they equal this process's own values.
+POOL_WORKER_MAX_UTILIZATION = MetricSpec(
+    "sqlalchemy_pool_worker_max_utilization_ratio",
+    "gauge",
+    "Highest checked_out / (pool_size + max_overflow) of any one worker process (0..1).",
+    (POOL_LABEL,),
+)
+POOL_WORKER_MAX_CHECKED_OUT = MetricSpec(
+    "sqlalchemy_pool_worker_max_checked_out",
+    "gauge",
+    "Most connections lent out by any one worker process's pool now.",
+    (POOL_LABEL,),
+)
+POOL_WORKER_MAX_WAITING = MetricSpec(
+    "sqlalchemy_pool_worker_max_waiting",
+    "gauge",
+    "Most callers waiting for a connection in any one worker process now.",
+    (POOL_LABEL,),
+)
 POOL_OLDEST_CHECKOUT_SECONDS = MetricSpec(
     "sqlalchemy_pool_oldest_checkout_seconds",
     "gauge",
@@ -131,6 +152,9 @@ INSTRUMENTATION_METRICS: tuple[MetricSpec, ...] = (
     POOL_IDLE,
     POOL_OVERFLOW,
     POOL_WAITING,
+    POOL_WORKER_MAX_UTILIZATION,
+    POOL_WORKER_MAX_CHECKED_OUT,
+    POOL_WORKER_MAX_WAITING,
     POOL_OLDEST_CHECKOUT_SECONDS,
     POOL_CHECKOUT_DURATION,
     POOL_HOLD_DURATION,

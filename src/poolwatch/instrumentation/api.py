@@ -85,7 +85,7 @@ class PoolInstrumentation:
                 try:
                     sink.close()
                 except Exception:
-                    logger.warning("poolwatch: closing %r failed", sink, exc_info=True)
+                    logger.warning("closing %r failed", sink, exc_info=True)
             if self._collector is not None:
                 self._collector.remove(tracker)
                 release_collector(self._registry, self._collector)
@@ -163,13 +163,15 @@ def instrument(
     registry = REGISTRY if registry is None else registry
     if not prometheus and meter_provider is None:
         raise ValueError("prometheus=False needs a meter_provider (nothing would be exported)")
+    explicit = multiprocess is True
     if multiprocess is None:
         multiprocess = prometheus and bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
     multiprocess = multiprocess and prometheus
     if multiprocess:
         from poolwatch.instrumentation import multiprocess as mp
 
-        mp.check_available()
+        # A bad directory is one logged line, never an exception at the app's import.
+        multiprocess = mp.check_available(explicit=explicit)
     with _lock:
         existing = _handles.get(id(sync_engine))
         if existing is not None and not existing.closed and existing.engine is sync_engine:
@@ -188,7 +190,7 @@ def instrument(
             while f"{label}#{suffix}" in taken:
                 suffix += 1
             logger.warning(
-                "poolwatch: pool name %r is already exported; using %r (pass name=...)",
+                "pool name %r is already exported; using %r (pass name=...)",
                 label,
                 f"{label}#{suffix}",
             )

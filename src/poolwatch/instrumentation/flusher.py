@@ -37,7 +37,7 @@ def interval_from_env() -> float:
     try:
         value = float(raw) if raw else DEFAULT_INTERVAL
     except ValueError:
-        logger.warning("poolwatch: ignoring POOLWATCH_FLUSH_INTERVAL=%r (not a number)", raw)
+        logger.warning("ignoring POOLWATCH_FLUSH_INTERVAL=%r (not a number)", raw)
         value = DEFAULT_INTERVAL
     return max(0.01, value)
 
@@ -82,7 +82,7 @@ class Flusher:
             try:
                 task.flush()
             except Exception:
-                logger.warning("poolwatch: background flush of %r failed", task, exc_info=True)
+                logger.warning("background flush of %r failed", task, exc_info=True)
 
     def _ensure_thread(self) -> None:
         if self._thread is not None and self._thread.is_alive():

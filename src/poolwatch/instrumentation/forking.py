@@ -96,7 +96,7 @@ class InheritedPoolCheck:
             return
         self.warned = True
         logger.warning(
-            "poolwatch: pool %r was created in process %d and is used in process %d after "
+            "pool %r was created in process %d and is used in process %d after "
             "fork() with %d connection(s) the parent opened: both processes now share those "
             "sockets. Call `engine.dispose(close=False)` (for an AsyncEngine: "
             "`engine.sync_engine.dispose(close=False)`) in the child right after fork "
@@ -135,7 +135,7 @@ def _after_in_parent() -> None:
         try:
             sink.after_fork_in_parent()
         except Exception:
-            logger.debug("poolwatch: after-fork (parent) hook failed", exc_info=True)
+            logger.debug("after-fork (parent) hook failed", exc_info=True)
 
 
 def _after_in_child() -> None:
@@ -143,12 +143,12 @@ def _after_in_child() -> None:
         try:
             reset_tracker_in_child(tracker, _parent_pid)
         except Exception:
-            logger.debug("poolwatch: after-fork reset failed", exc_info=True)
+            logger.debug("after-fork reset failed", exc_info=True)
     for sink in list(_sinks):
         try:
             sink.after_fork_in_child()
         except Exception:
-            logger.debug("poolwatch: after-fork (child) hook failed", exc_info=True)
+            logger.debug("after-fork (child) hook failed", exc_info=True)
     flusher.after_fork_in_child()
 
 

@@ -24,6 +24,7 @@ or :func:`mark_dead_processes` (called by :func:`poolwatch.metrics_app` at each 
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import os
@@ -32,10 +33,11 @@ import threading
 from time import perf_counter
 from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram, values
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client.multiprocess import mark_process_dead
 
 from poolwatch import metric_names as m
+from poolwatch.instrumentation.archive import LockedMultiProcessCollector, fold_dead_processes
 from poolwatch.instrumentation.flusher import flusher
 from poolwatch.instrumentation.prometheus import pool_gauges
 from poolwatch.instrumentation.stats import COUNTER_FIELDS, HISTOGRAM_FIELDS, StatsSnapshot
@@ -55,6 +57,9 @@ _GAUGE_MODES: dict[str, str] = {
     m.POOL_WAITING.name: "livesum",
     m.POOL_TIMEOUT_SECONDS.name: "livemax",
     m.POOL_OLDEST_CHECKOUT_SECONDS.name: "livemax",
+    m.POOL_WORKER_MAX_UTILIZATION.name: "livemax",
+    m.POOL_WORKER_MAX_CHECKED_OUT.name: "livemax",
+    m.POOL_WORKER_MAX_WAITING.name: "livemax",
 }
 _COUNTERS = {spec.name: attr for spec, attr in COUNTER_FIELDS}
 _HISTOGRAMS = {spec.name: attr for spec, attr in HISTOGRAM_FIELDS}
@@ -65,21 +70,65 @@ def multiprocess_dir() -> str | None:
     return os.environ.get(ENV_VAR) or None
 
 
-def check_available() -> None:
-    """Raise a clear error when multiprocess mode was asked for but cannot work."""
+def directory_problem(path: str | None = None) -> str | None:
+    """One line saying what is wrong with the multiprocess directory and how to fix it.
+
+    None when the directory exists and this process can create files in it.
+    """
+    path = path or multiprocess_dir()
+    if path is None:
+        return f"{ENV_VAR} is not set"
+    fix = f"create it before the server starts: mkdir -p {path}"
+    if not os.path.exists(path):
+        return f"{ENV_VAR}={path} does not exist; {fix}"
+    if not os.path.isdir(path):
+        return f"{ENV_VAR}={path} is not a directory; point it at an empty directory ({fix})"
+    if not os.access(path, os.W_OK | os.X_OK):
+        return (
+            f"{ENV_VAR}={path} is not writable by this process (uid {os.getuid()}); "
+            f"chown or chmod it, or use another directory ({fix})"
+        )
+    return None
+
+
+def check_available(*, explicit: bool) -> bool:
+    """Whether multiprocess mode can work in this process; never raises for the environment.
+
+    ``explicit`` (``multiprocess=True``) without ``PROMETHEUS_MULTIPROC_DIR`` is a programming
+    error (ValueError). Problems of the environment are one logged line each: a variable set
+    after prometheus_client was imported cannot be repaired (False: the pool is exported by
+    this process alone); a missing or unwritable directory can (True: the writer waits and
+    starts writing once the directory is usable, see :class:`MultiprocessWriter`).
+    """
     path = multiprocess_dir()
     if path is None:
-        raise ValueError(
-            f"multiprocess=True needs {ENV_VAR} set (to an empty, writable directory) before "
-            "the process starts"
-        )
+        if explicit:
+            raise ValueError(
+                f"multiprocess=True needs {ENV_VAR} set (to an empty, writable directory) "
+                "before the process starts"
+            )
+        return False
     if not getattr(values.ValueClass, "_multiprocess", False):
-        raise ValueError(
-            f"{ENV_VAR} was set after prometheus_client was imported; set it in the "
-            "environment before the server starts"
+        logger.error(
+            "%s was set after prometheus_client was imported, so this process cannot write "
+            "multiprocess files; its pools are exported by this process alone. Set it in the "
+            "environment before the server starts",
+            ENV_VAR,
         )
-    if not os.path.isdir(path):
-        raise ValueError(f"{ENV_VAR}={path!r} is not a directory")
+        return False
+    problem = directory_problem(path)
+    if problem is not None:
+        _log_directory_problem(problem)
+    return True
+
+
+_logged_problems: set[str] = set()
+
+
+def _log_directory_problem(problem: str) -> None:
+    if problem not in _logged_problems:  # once per process and problem, not per pool/flush
+        _logged_problems.add(problem)
+        logger.error("pool metrics are not written: %s", problem)
 
 
 class _Metrics:
@@ -147,7 +196,13 @@ def _add_histogram(child: Any, now: StatsHistogram, before: StatsHistogram | Non
 
 
 class MultiprocessWriter:
-    """Copies one pool's state into this process's multiprocess files, off the hot path."""
+    """Copies one pool's state into this process's multiprocess files, off the hot path.
+
+    Every counter and histogram of the pool (each invalidation reason too) is written at 0
+    as soon as the directory is usable, so ``increase()`` and ``rate()`` see the first event
+    (a series born at 1 has no earlier sample to increase from). A missing or unwritable
+    directory is logged once; the writer retries at every flush and starts when it is fixed.
+    """
 
     def __init__(self, tracker: PoolTracker) -> None:
         self.tracker = tracker
@@ -155,12 +210,39 @@ class MultiprocessWriter:
         self._last: StatsSnapshot | None = None
         self._last_gauges: dict[str, float] = {}
         self._lock = threading.Lock()
+        self._ready = False  # this pool's zero series exist in the directory
         # A process that forked workers before using its pool (gunicorn --preload master)
         # does not count that pool's capacity; it reports again once it checks out.
         self.dormant = False
+        with self._lock:
+            self._ensure_series()
 
     def __repr__(self) -> str:
         return f"<MultiprocessWriter pool={self.tracker.name!r}>"
+
+    def _ensure_series(self) -> bool:
+        """Create every counter/histogram series of the pool at 0; False if not possible."""
+        if self._ready:
+            return True
+        problem = directory_problem()
+        if problem is not None:
+            _log_directory_problem(problem)
+            return False
+        label = self.tracker.name
+        try:
+            for counter in self._metrics.counters.values():
+                counter.labels(label)
+            for reason in m.INVALIDATION_REASONS:
+                self._metrics.invalidations.labels(label, reason)
+            for histogram in self._metrics.histograms.values():
+                histogram.labels(label)
+        except OSError as exc:
+            _log_directory_problem(directory_problem() or f"{ENV_VAR}: {exc}")
+            return False
+        if _logged_problems:
+            logger.info("pool %r: writing multiprocess metrics now", label)
+        self._ready = True
+        return True
 
     def flush(self) -> None:
         """Write gauges and counter/histogram deltas since the previous flush."""
@@ -168,10 +250,18 @@ class MultiprocessWriter:
         if tracker.closed or tracker.engine is None:
             return
         with self._lock:
+            if not self._ensure_series():
+                return  # deltas accumulate in the stats and are written once it works
             snap = tracker.stats.snapshot(perf_counter())
             gauges = self._live_gauges(snap)
-            self._write_gauges(gauges)
-            self._write_deltas(snap)
+            try:
+                self._write_gauges(gauges)
+                self._write_deltas(snap)
+            except OSError as exc:  # the directory went away under a running server
+                self._ready = False
+                self._last_gauges = {}
+                _log_directory_problem(directory_problem() or f"{ENV_VAR}: {exc}")
+                return
             self._last = snap
 
     def _live_gauges(self, snap: StatsSnapshot) -> dict[str, float]:
@@ -211,8 +301,9 @@ class MultiprocessWriter:
             self.flush()
         finally:
             with self._lock:
-                for name in list(self._last_gauges):
-                    self._metrics.gauges[name].labels(self.tracker.name).set(0)
+                with contextlib.suppress(OSError):
+                    for name in list(self._last_gauges):
+                        self._metrics.gauges[name].labels(self.tracker.name).set(0)
                 self._last_gauges.clear()
 
     # --- fork ----------------------------------------------------------------------------
@@ -267,12 +358,39 @@ def mark_dead_processes(path: str | None = None) -> list[int]:
         try:
             mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
         except OSError:
-            logger.debug("poolwatch: mark_process_dead(%d) failed", pid, exc_info=True)
+            logger.debug("mark_process_dead(%d) failed", pid, exc_info=True)
     return dead
 
 
+class ScrapeUnavailable(Exception):
+    """The multiprocess directory cannot be read; ``str()`` is one line with the fix."""
+
+
 def prepare_scrape() -> None:
-    """Before a multiprocess scrape: drop dead workers' live gauges, flush this process."""
-    if os.environ.get("POOLWATCH_MARK_DEAD_PROCESSES", "1") != "0":
-        mark_dead_processes()
+    """Before a multiprocess scrape: drop dead workers' live gauges, fold their other files
+    into the archive (:mod:`~poolwatch.instrumentation.archive`), flush this process."""
+    path = multiprocess_dir()
+    if path is not None and directory_problem(path) is None:
+        if os.environ.get("POOLWATCH_MARK_DEAD_PROCESSES", "1") != "0":
+            mark_dead_processes(path)
+        if os.environ.get("POOLWATCH_FOLD_DEAD_PROCESSES", "1") != "0":
+            try:
+                fold_dead_processes(path)
+            except OSError:
+                logger.warning("folding dead workers' metric files failed", exc_info=True)
     flusher.flush_now()
+
+
+def scrape_registry() -> CollectorRegistry:
+    """A fresh registry aggregating every worker's files, read under the directory lock.
+
+    Raises :class:`ScrapeUnavailable` (logged once) when the directory is unusable.
+    """
+    problem = directory_problem()
+    if problem is not None:
+        _log_directory_problem(problem)
+        raise ScrapeUnavailable(problem)
+    prepare_scrape()
+    registry = CollectorRegistry()
+    LockedMultiProcessCollector(registry)
+    return registry

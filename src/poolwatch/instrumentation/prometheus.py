@@ -35,7 +35,11 @@ from poolwatch.instrumentation.tracker import PoolTracker
 
 
 def pool_gauges(tracker: PoolTracker) -> dict[str, float]:
-    """Live pool-state gauges by metric name; only those that apply to this pool class."""
+    """Live pool-state gauges by metric name; only those that apply to this pool class.
+
+    The ``worker_max`` companions carry this process's own values; multiprocess mode
+    aggregates them with ``livemax`` (the busiest worker) where the others are summed.
+    """
     pool = tracker.pool
     values: dict[str, float] = {}
     if isinstance(pool, QueuePool):
@@ -45,14 +49,22 @@ def pool_gauges(tracker: PoolTracker) -> dict[str, float]:
             values[m.POOL_SIZE.name] = size
         if max_overflow >= 0 and size > 0:
             values[m.POOL_MAX_OVERFLOW.name] = max_overflow
+        checked_out = pool.checkedout()
+        waiting = waiting_callers(tracker)
         values[m.POOL_TIMEOUT_SECONDS.name] = pool.timeout()
-        values[m.POOL_CHECKED_OUT.name] = pool.checkedout()
+        values[m.POOL_CHECKED_OUT.name] = checked_out
         values[m.POOL_IDLE.name] = pool.checkedin()
         values[m.POOL_OVERFLOW.name] = max(0, pool.overflow())
-        values[m.POOL_WAITING.name] = waiting_callers(tracker)
+        values[m.POOL_WAITING.name] = waiting
+        values[m.POOL_WORKER_MAX_CHECKED_OUT.name] = checked_out
+        values[m.POOL_WORKER_MAX_WAITING.name] = waiting
+        if size > 0 and max_overflow >= 0:
+            values[m.POOL_WORKER_MAX_UTILIZATION.name] = checked_out / (size + max_overflow)
     else:
         with tracker.stats.lock:
-            values[m.POOL_CHECKED_OUT.name] = len(tracker.stats.active)
+            checked_out = len(tracker.stats.active)
+        values[m.POOL_CHECKED_OUT.name] = checked_out
+        values[m.POOL_WORKER_MAX_CHECKED_OUT.name] = checked_out
     return values
 
 

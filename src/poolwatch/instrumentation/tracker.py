@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 import threading
 import weakref
@@ -328,9 +329,10 @@ class PoolTracker:
             site = site_of(record)
             self.checked_in(record)
             logger.warning(
-                "poolwatch: a connection of pool %r left the pool without being returned "
+                "a connection of pool %r (pid %d) left the pool without being returned "
                 "(garbage collected or detached); %s",
                 self.name,
+                os.getpid(),
                 _describe(site),
             )
         except Exception:
@@ -368,8 +370,9 @@ class PoolTracker:
         with self.stats.lock:
             self.stats.leaks += 1
         logger.warning(
-            "poolwatch: connection of pool %r %s %.1fs, longer than the leak threshold (%gs); %s",
+            "connection of pool %r (pid %d) %s %.1fs, longer than the leak threshold (%gs); %s",
             self.name,
+            os.getpid(),
             "was held for" if returned else "has been held for",
             held,
             self.leak_threshold,
@@ -381,13 +384,13 @@ class PoolTracker:
         if not self._error_logged:
             self._error_logged = True
             logger.warning(
-                "poolwatch: internal error while recording pool %r metrics; "
+                "internal error while recording pool %r metrics; "
                 "metrics for this pool may be incomplete",
                 self.name,
                 exc_info=True,
             )
         else:
-            logger.debug("poolwatch: internal error (pool %r)", self.name, exc_info=True)
+            logger.debug("internal error (pool %r)", self.name, exc_info=True)
 
 
 def site_of(record: Any) -> Site | None:
