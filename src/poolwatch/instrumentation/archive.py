@@ -92,8 +92,20 @@ class LockedMultiProcessCollector(MultiProcessCollector):
     def collect(self) -> Iterable[Any]:
         """Every process's metrics, merged, as of one consistent state of the directory."""
         with directory_lock(self._path, exclusive=False):
-            files = glob.glob(os.path.join(self._path, "*.db"))
+            files = [f for f in glob.glob(os.path.join(self._path, "*.db")) if _has_header(f)]
             return list(self.merge(files, accumulate=True))  # type: ignore[no-untyped-call]
+
+
+def _has_header(filename: str) -> bool:
+    """False for a file a starting process has created but not sized yet (no samples in it).
+
+    prometheus_client creates a file empty and then extends it; a scrape reading it in
+    between fails on the empty header (upstream's race, met at every worker start).
+    """
+    try:
+        return os.stat(filename).st_size >= 8
+    except FileNotFoundError:  # a live-gauge file removed by mark_process_dead
+        return False
 
 
 def pid_exists(pid: int) -> bool:
