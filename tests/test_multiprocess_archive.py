@@ -221,3 +221,33 @@ def test_a_reused_pid_keeps_its_file(
     new.kill()
     assert fold_dead_processes(str(mpdir)) == 3
     assert totals(mpdir)[key] == 15
+
+
+@pytest.mark.parametrize("committed", [True, False])
+def test_a_fold_interrupted_anywhere_is_finished_or_undone(
+    mpdir: Path, pg: PgTarget, committed: bool
+) -> None:
+    """The state a fold killed between two of its steps leaves: the next fold repairs it."""
+    first = Writer(mpdir, pg, checkouts=2)
+    first.kill()
+    assert fold_dead_processes(str(mpdir)) == 3  # an archive exists already
+    second = Writer(mpdir, pg, checkouts=5)
+    second.kill()
+    before = totals(mpdir)
+
+    # Replay the fold's steps by hand up to the crash point (the lock is ours alone here).
+    staging = mpdir / archive.STAGING_DIR
+    staged = archive._stage_dead_files(str(mpdir), str(staging), "counter")
+    assert len(staged) == 1
+    target = mpdir / "counter_archive.db"
+    merged = archive.MultiProcessCollector.merge([str(target), *staged], accumulate=False)
+    tmp = staging / "counter_archive.crashed.tmp"
+    archive._write(str(tmp), merged)
+    intent = {"inode": tmp.stat().st_ino, "sources": [Path(s).name for s in staged]}
+    (staging / "counter.intent").write_text(json.dumps(intent))
+    if committed:
+        os.rename(tmp, target)  # killed right after the commit, before deleting the source
+
+    assert fold_dead_processes(str(mpdir)) == (2 if committed else 3)
+    assert totals(mpdir) == before
+    assert not list(staging.iterdir())  # nothing left behind
