@@ -118,6 +118,11 @@ def test_totals_across_workers_and_dead_worker_leaves(server: Server) -> None:
     for _ in range(3):
         assert matches(server.totals(), want)
     assert not list(server.mpdir.glob(f"gauge_live*_{victim}.db"))
+    # Its counters and histograms now live in the archive (folded by a scrape), still counted.
+    assert not list(server.mpdir.glob(f"*_{victim}.db"))
+    assert (server.mpdir / "counter_archive.db").exists()
+    assert (server.mpdir / "histogram_archive.db").exists()
+    assert server.totals()["sqlalchemy_pool_checkout_duration_seconds_count"] == sum(holds)
 
 
 def test_multiprocess_true_without_the_directory_is_a_clear_error(pg: PgTarget) -> None:

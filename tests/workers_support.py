@@ -75,6 +75,7 @@ class Server:
         else:
             # Only the child_exit hook may remove a dead worker here (not the scrape).
             env["POOLWATCH_MARK_DEAD_PROCESSES"] = "0"
+            env["POOLWATCH_FOLD_DEAD_PROCESSES"] = "1"  # same PID namespace: folding is safe
             cmd = [
                 sys.executable, "-m", "gunicorn", "pw_workers_app:app", "--preload",
                 "-k", "uvicorn.workers.UvicornWorker", "-w", str(WORKERS),

@@ -371,9 +371,13 @@ def prepare_scrape() -> None:
     into the archive (:mod:`~poolwatch.instrumentation.archive`), flush this process."""
     path = multiprocess_dir()
     if path is not None and directory_problem(path) is None:
-        if os.environ.get("POOLWATCH_MARK_DEAD_PROCESSES", "1") != "0":
+        mark_dead = os.environ.get("POOLWATCH_MARK_DEAD_PROCESSES", "1") != "0"
+        if mark_dead:
             mark_dead_processes(path)
-        if os.environ.get("POOLWATCH_FOLD_DEAD_PROCESSES", "1") != "0":
+        # Folding trusts the same pid check: off with it unless asked for (gunicorn's
+        # child_exit marks the dead, the pids are still this namespace's).
+        fold = os.environ.get("POOLWATCH_FOLD_DEAD_PROCESSES", "1" if mark_dead else "0")
+        if fold != "0":
             try:
                 fold_dead_processes(path)
             except OSError:
