@@ -79,6 +79,10 @@ def spawn(variant: str, pools: int) -> int:
         os.close(read_fd)
         try:
             worker(variant, pools, write_fd)
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
         finally:
             os._exit(1)
     os.close(write_fd)

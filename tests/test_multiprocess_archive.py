@@ -213,12 +213,20 @@ def test_a_reused_pid_keeps_its_file(
 
     monkeypatch.setattr(archive, "pid_exists", checked_too_early)
     assert fold_dead_processes(str(mpdir)) == 0  # renamed, found alive, linked back
-    monkeypatch.setattr(archive, "pid_exists", real)
     assert f"counter_{pid}.db" in db_files(mpdir)
+    live_gauges = sorted(mpdir.glob(f"gauge_live*_{pid}.db"))
+    assert live_gauges
+    stale.add(pid)
+    assert mark_dead_processes(str(mpdir)) == [pid]  # looked dead when checked...
+    assert sorted(mpdir.glob(f"gauge_live*_{pid}.db")) == live_gauges  # ...files kept
+    monkeypatch.setattr(archive, "pid_exists", real)
+    assert mark_dead_processes(str(mpdir)) == []
     assert new.command("inc 1") == "ok"  # still writing to the file the scrape reads
     assert totals(mpdir)[key] == 15
 
     new.kill()
+    assert mark_dead_processes(str(mpdir)) == [pid]
+    assert not list(mpdir.glob(f"gauge_live*_{pid}.db"))
     assert fold_dead_processes(str(mpdir)) == 3
     assert totals(mpdir)[key] == 15
 

@@ -172,6 +172,8 @@ def _recover(path: str, staging: str, typ: str) -> None:
     # Only now: while a temporary exists its inode cannot be reused by another file.
     for leftover in glob.glob(os.path.join(staging, f"{typ}_archive.*.tmp")):
         os.unlink(leftover)
+    for leftover in glob.glob(os.path.join(staging, "gauge_live*.*.db")):
+        os.unlink(leftover)  # a dead live-gauge file whose removal was interrupted
 
 
 def _stage_dead_files(path: str, staging: str, typ: str) -> list[str]:
@@ -186,22 +188,43 @@ def _stage_dead_files(path: str, staging: str, typ: str) -> list[str]:
         pid = int(match.group(2))
         if pid_exists(pid):
             continue
-        source = os.path.join(path, name)
-        target = os.path.join(staging, f"{typ}_{pid}.{uuid.uuid4().hex}.db")
-        try:
-            os.rename(source, target)
-        except FileNotFoundError:
-            continue
-        if pid_exists(pid):  # the pid was reused between the check and the rename
-            try:
-                os.link(target, source)
-            except FileExistsError:
-                pass  # the new process created its own file: ``target`` is dead data only
-            else:
-                os.unlink(target)
-                continue
-        staged.append(target)
+        claimed = claim_dead_file(os.path.join(path, name), pid, staging)
+        if claimed is not None:
+            staged.append(claimed)
     return staged
+
+
+def claim_dead_file(source: str, pid: int, staging: str) -> str | None:
+    """Move the file of ``pid`` (found dead) into ``staging``; its new path, or None.
+
+    None when it is gone already, or when a process with that pid exists once the file is
+    out of the way: then the file is put back (it may be that new process's file), unless
+    that process already created a fresh one, in which case the moved file is dead data.
+    """
+    base = os.path.basename(source)[: -len(".db")]
+    target = os.path.join(staging, f"{base}.{uuid.uuid4().hex}.db")
+    try:
+        os.rename(source, target)
+    except FileNotFoundError:
+        return None
+    if pid_exists(pid):  # the pid was reused between the caller's check and the rename
+        try:
+            os.link(target, source)
+        except FileExistsError:
+            return target  # the new process created its own file
+        os.unlink(target)
+        return None
+    return target
+
+
+def remove_dead_live_gauges(path: str, pid: int) -> None:
+    """``mark_process_dead(pid)`` safe against pid reuse (see :func:`claim_dead_file`)."""
+    staging = os.path.join(path, STAGING_DIR)
+    os.makedirs(staging, exist_ok=True)
+    for source in glob.glob(os.path.join(path, f"gauge_live*_{pid}.db")):
+        claimed = claim_dead_file(source, pid, staging)
+        if claimed is not None:
+            os.unlink(claimed)
 
 
 def _commit(path: str, staging: str, typ: str, staged: list[str]) -> None:

@@ -34,10 +34,15 @@ from time import perf_counter
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
-from prometheus_client.multiprocess import mark_process_dead
 
 from poolwatch import metric_names as m
-from poolwatch.instrumentation.archive import LockedMultiProcessCollector, fold_dead_processes
+from poolwatch.instrumentation import archive
+from poolwatch.instrumentation.archive import (
+    LockedMultiProcessCollector,
+    directory_lock,
+    fold_dead_processes,
+    remove_dead_live_gauges,
+)
 from poolwatch.instrumentation.flusher import flusher
 from poolwatch.instrumentation.prometheus import pool_gauges
 from poolwatch.instrumentation.stats import COUNTER_FIELDS, HISTOGRAM_FIELDS, StatsSnapshot
@@ -334,7 +339,10 @@ def mark_dead_processes(path: str | None = None) -> list[int]:
 
     For servers without a child-exit hook (``uvicorn --workers``). A pid is dead when
     ``os.kill(pid, 0)`` says it does not exist; only use this when the directory is not
-    shared with processes in another PID namespace (another container). Returns the pids.
+    shared with processes in another PID namespace (another container). Unlike
+    ``mark_process_dead`` it leaves the files alone when the pid turns out to be reused by
+    a new process (:func:`~poolwatch.instrumentation.archive.claim_dead_file`). Returns the
+    pids.
     """
     path = path or multiprocess_dir()
     if path is None:
@@ -344,21 +352,15 @@ def mark_dead_processes(path: str | None = None) -> list[int]:
         match = _PID_FILE.search(filename)
         if match:
             pids.add(int(match.group(1)))
-    dead: list[int] = []
-    for pid in sorted(pids):
-        if pid == os.getpid():
-            continue
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            dead.append(pid)
-        except PermissionError:
-            continue  # exists, owned by someone else
-    for pid in dead:
-        try:
-            mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
-        except OSError:
-            logger.debug("mark_process_dead(%d) failed", pid, exc_info=True)
+    dead = [pid for pid in sorted(pids) if not archive.pid_exists(pid)]
+    if not dead:
+        return dead
+    with directory_lock(path, exclusive=True):  # not while a fold tidies the staging area
+        for pid in dead:
+            try:
+                remove_dead_live_gauges(path, pid)  # mark_process_dead, safe against pid reuse
+            except OSError:
+                logger.debug("removing the live gauges of pid %d failed", pid, exc_info=True)
     return dead
 
 
