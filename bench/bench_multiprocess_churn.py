@@ -13,7 +13,8 @@ replacements each directory is scraped once, as Prometheus would during the chur
 
 After 0 and each ``--checkpoints`` replacements it prints, per variant, the median render
 time of ``--renders`` scrapes (interleaved, so both see the same machine load), the files in
-the directory and their allocated size; then each variant's time relative to its own time
+the directory (poolwatch's lock file and staging area included) and their allocated size;
+then each variant's time relative to its own time
 after 0 replacements.
 
     .venv/bin/python bench/bench_multiprocess_churn.py                 # 8 x 2, 0/100/500
@@ -26,6 +27,7 @@ within one run are what to compare.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import signal
 import statistics
@@ -103,20 +105,25 @@ def scrape(variant: str) -> bytes:
 
 
 def directory_size(path: Path) -> tuple[int, int]:
-    """(files, allocated bytes) of a multiprocess directory."""
-    files = [p for p in path.iterdir() if p.is_file() and p.name.endswith(".db")]
+    """(files, allocated bytes) of a multiprocess directory, everything in it counted."""
+    files = [p for p in path.rglob("*") if p.is_file()]  # the staging area and lock too
     return len(files), sum(p.stat().st_blocks * 512 for p in files)
 
 
-def measure(renders: int) -> dict[str, tuple[float, float]]:
+def measure(renders: int, block: int = 10) -> dict[str, tuple[float, float]]:
     """Median (wall, CPU) seconds of one scrape per variant; CPU time (this process's) is
-    what other processes' load does not inflate."""
+    what other processes' load does not inflate. Variants alternate in blocks of ``block``
+    renders (the first of each block discarded) with a garbage collection before each, so
+    neither pays for the other's cache misses or garbage."""
     times: dict[str, list[tuple[float, float]]] = {v: [] for v in DIRS}
-    for _ in range(renders):
+    while len(times["poolwatch"]) < renders:
         for variant in DIRS:
-            t0, c0 = time.perf_counter(), time.process_time()
-            scrape(variant)
-            times[variant].append((time.perf_counter() - t0, time.process_time() - c0))
+            for i in range(block + 1):
+                gc.collect()
+                t0, c0 = time.perf_counter(), time.process_time()
+                scrape(variant)
+                if i:
+                    times[variant].append((time.perf_counter() - t0, time.process_time() - c0))
     return {
         v: (statistics.median(w for w, _ in t), statistics.median(c for _, c in t))
         for v, t in times.items()
