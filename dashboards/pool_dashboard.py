@@ -17,7 +17,7 @@ from panels import (
     targets,
     timeseries,
 )
-from promql import POOL_SEL, capacity, sel, usable
+from promql import POOL_SEL, busiest_worker_utilization, capacity, sel, usable, utilization
 
 from poolwatch import metric_names as m
 from poolwatch import thresholds as t
@@ -25,7 +25,8 @@ from poolwatch import thresholds as t
 PER = "{{pool}} {{instance}}"
 RATE = "[$__rate_interval]"
 NEAR = t.POOL_NEAR_CAPACITY
-UTILIZATION = f"{sel(m.POOL_CHECKED_OUT, POOL_SEL)} / ({capacity(POOL_SEL)})"
+UTILIZATION = utilization(POOL_SEL)
+BUSIEST = busiest_worker_utilization(POOL_SEL)
 
 
 def _rate(spec: m.MetricSpec, window: str = RATE) -> str:
@@ -62,10 +63,11 @@ def overview() -> list[Panel]:
         row("Overview"),
         stat(
             "Highest pool utilization",
-            "Checked out / (pool_size + max_overflow), the fullest selected pool. "
-            f"{NEAR.alert} fires at {NEAR.value:.0%} for {NEAR.for_}; "
+            "Checked out / (pool_size + max_overflow) in the busiest worker process of the "
+            "fullest selected pool (several workers: one full pool shows even when the sums "
+            f"look half empty). {NEAR.alert} fires at {NEAR.value:.0%} for {NEAR.for_}; "
             f"{t.POOL_EXHAUSTED.alert} at 100% with callers waiting.",
-            [target(f"max({UTILIZATION})", "utilization")],
+            [target(f"max({BUSIEST})", "utilization")],
             "percentunit",
             thresholds=steps((NEAR.value, "orange"), (1, "red")),
         ),
@@ -80,15 +82,15 @@ def overview() -> list[Panel]:
         _count(
             "Pool timeouts (1h)",
             "Checkouts that raised TimeoutError after pool_timeout in the last hour "
-            f"({t.POOL_TIMEOUTS.alert} fires on any).",
-            f"sum({_increase(m.POOL_TIMEOUTS, '1h')})",
+            f"({t.POOL_TIMEOUTS.alert} fires on any; rounded: increase() extrapolates).",
+            f"round(sum({_increase(m.POOL_TIMEOUTS, '1h')}))",
             "red",
         ),
         _count(
             "Leaks (1h)",
-            "Checkouts held past the leak threshold in the last hour; the application log "
-            f"names where each was checked out ({t.POOL_CONNECTION_LEAK.alert}).",
-            f"sum({_increase(m.POOL_LEAKS, '1h')})",
+            "Checkouts held past the leak threshold in the last hour (rounded); the "
+            f"application log names where each was checked out ({t.POOL_CONNECTION_LEAK.alert}).",
+            f"round(sum({_increase(m.POOL_LEAKS, '1h')}))",
             "orange",
         ),
     ]
@@ -118,9 +120,10 @@ def connections() -> list[Panel]:
         ),
         timeseries(
             "Utilization",
-            "Checked out / (pool_size + max_overflow). Dashed lines: "
+            "Checked out / (pool_size + max_overflow): all workers together, and the busiest "
+            f"worker process (what {NEAR.alert} watches). Dashed lines: "
             f"{NEAR.alert} ({NEAR.value:.0%} for {NEAR.for_}) and exhaustion (100%).",
-            [target(UTILIZATION, PER)],
+            targets((UTILIZATION, f"all workers {PER}"), (BUSIEST, f"busiest worker {PER}")),
             "percentunit",
             thresholds=steps((NEAR.value, "orange"), (1, "red")),
         ),

@@ -22,6 +22,18 @@ def capacity(selector: str | None = None) -> str:
     return f"{size} + {sel(m.POOL_MAX_OVERFLOW, selector)} or {size} + Inf"
 
 
+def utilization(selector: str | None = None) -> str:
+    """Checked out / capacity per pool series: in multiprocess mode, over all workers."""
+    return f"{sel(m.POOL_CHECKED_OUT, selector)} / ({capacity(selector)})"
+
+
+def busiest_worker_utilization(selector: str | None = None) -> str:
+    """The busiest worker process's utilization per pool series (multiprocess mode sums the
+    gauges over workers, where one full pool hides); the summed ratio where the
+    ``worker_max`` gauge is missing (older poolwatch, unbounded pools)."""
+    return f"{sel(m.POOL_WORKER_MAX_UTILIZATION, selector)} or {utilization(selector)}"
+
+
 def usable(selector: str | None = None) -> str:
     """Connections ordinary roles may open: max_connections minus the reserved slots."""
     return f"{sel(m.PG_MAX_CONNECTIONS, selector)} - {sel(m.PG_RESERVED_CONNECTIONS, selector)}"

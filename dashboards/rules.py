@@ -23,6 +23,7 @@ from poolwatch.thresholds import Threshold
 # Recording rules (level:metric:operations), referenced by the alerts below.
 CAPACITY = "pool:sqlalchemy_pool_capacity"
 UTILIZATION = "pool:sqlalchemy_pool_utilization:ratio"
+WORKER_UTILIZATION = "pool:sqlalchemy_pool_worker_utilization:max"
 P95_WINDOW = "2m"
 CHECKOUT_P95 = f"pool:sqlalchemy_pool_checkout_duration_seconds:p95_rate{P95_WINDOW}"
 SESSIONS = "instance:pg_sessions:sum"
@@ -59,6 +60,14 @@ POOL_RECORDS = (
         "Fraction of the capacity lent out now (0..1).",
     ),
     Record(
+        WORKER_UTILIZATION,
+        f"{m.POOL_WORKER_MAX_UTILIZATION.name}\n  or\n{UTILIZATION}",
+        "The busiest worker process's fraction of its capacity lent out (0..1): in "
+        "multiprocess mode the gauges above are summed over workers, and one worker's full "
+        "pool hides in the sum. Pools without the per-worker gauge (unbounded overflow) fall "
+        "back to the summed ratio.",
+    ),
+    Record(
         CHECKOUT_P95,
         f"histogram_quantile(0.95, rate({m.POOL_CHECKOUT_DURATION.name}_bucket[{P95_WINDOW}]))",
         "95th percentile of the checkout wait (queue + connect + pre-ping) over "
@@ -73,9 +82,10 @@ def _pool_alerts() -> tuple[Alert, ...]:
     return (
         Alert(
             t.POOL_NEAR_CAPACITY,
-            f"{UTILIZATION} >= {t.POOL_NEAR_CAPACITY.number}",
+            f"{WORKER_UTILIZATION} >= {t.POOL_NEAR_CAPACITY.number}",
             "Connection pool is near capacity.",
-            f"Pool {POOL_AT} has {PCT} of pool_size + max_overflow checked out.",
+            f"Pool {POOL_AT} has {PCT} of pool_size + max_overflow checked out (in its "
+            "busiest worker process).",
         ),
         Alert(
             t.POOL_EXHAUSTED,
