@@ -14,12 +14,19 @@ Gauge aggregation across processes (``multiprocess_mode``):
 
 * ``livesum``: size, max_overflow, checked_out, idle, overflow, waiting. The sum over
   workers is the number that matters (the connection budget is per worker x workers).
-* ``livemax``: timeout_seconds (configuration, the same everywhere) and
-  oldest_checkout_seconds (the oldest checkout anywhere is what leak alerts want).
+* ``livemax``: timeout_seconds (configuration, the same everywhere),
+  oldest_checkout_seconds (the oldest checkout anywhere is what leak alerts want) and the
+  ``worker_max`` companions of utilization / checked_out / waiting (the busiest worker,
+  which the sums hide).
+
+Every counter and histogram series of a pool is written at 0 when it is instrumented, so
+the first event is an increase Prometheus can see.
 
 Live gauges of a dead worker disappear only through
 ``prometheus_client.multiprocess.mark_process_dead(pid)``: gunicorn's ``child_exit`` hook,
-or :func:`mark_dead_processes` (called by :func:`poolwatch.metrics_app` at each scrape).
+or :func:`mark_dead_processes` (called by :func:`poolwatch.metrics_app` at each scrape),
+which also folds the dead worker's counter and histogram files into the archive
+(:mod:`~poolwatch.instrumentation.archive`).
 """
 
 from __future__ import annotations
