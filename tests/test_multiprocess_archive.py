@@ -201,25 +201,35 @@ def test_a_reused_pid_keeps_its_file(
     assert totals(mpdir)[key] == 14
 
     # The race: the pid looked dead when checked, a process with that pid exists by the time
-    # the file is renamed. Forced here by a liveness answer that is stale once.
-    real = archive.pid_exists
-    stale = {pid}
+    # the file is renamed. Forced here by liveness answers that are stale until the rename.
+    real, real_link = archive.pid_exists, os.link
+    stale: dict[int, int] = {}
+    relinked: list[str] = []
 
     def checked_too_early(p: int) -> bool:
-        if p in stale:
-            stale.discard(p)
+        if stale.get(p, 0) > 0:
+            stale[p] -= 1
             return False
         return real(p)
 
+    def link(src: str, dst: str) -> None:
+        relinked.append(os.path.basename(dst))
+        real_link(src, dst)
+
     monkeypatch.setattr(archive, "pid_exists", checked_too_early)
+    monkeypatch.setattr(archive.os, "link", link)
+    stale[pid] = 2  # the fold's quick look and its check before the rename
     assert fold_dead_processes(str(mpdir)) == 0  # renamed, found alive, linked back
+    assert relinked == [f"counter_{pid}.db"]
     assert f"counter_{pid}.db" in db_files(mpdir)
     live_gauges = sorted(mpdir.glob(f"gauge_live*_{pid}.db"))
     assert live_gauges
-    stale.add(pid)
+    stale[pid] = 1  # mark_dead_processes' check
     assert mark_dead_processes(str(mpdir)) == [pid]  # looked dead when checked...
     assert sorted(mpdir.glob(f"gauge_live*_{pid}.db")) == live_gauges  # ...files kept
+    assert len(relinked) == 1 + len(live_gauges)
     monkeypatch.setattr(archive, "pid_exists", real)
+    monkeypatch.setattr(archive.os, "link", real_link)
     assert mark_dead_processes(str(mpdir)) == []
     assert new.command("inc 1") == "ok"  # still writing to the file the scrape reads
     assert totals(mpdir)[key] == 15

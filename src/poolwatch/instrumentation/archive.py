@@ -124,8 +124,11 @@ def pid_exists(pid: int) -> bool:
 def fold_dead_processes(path: str) -> int:
     """Fold the files of pids that no longer exist into the archives; returns files folded.
 
-    Returns 0 at once when another process is folding or scraping right now.
+    Returns 0 at once when another process is folding or scraping right now, or when there
+    is nothing to fold (the common case: one directory listing, one pid check per file).
     """
+    if not _anything_to_fold(path):
+        return 0
     with directory_lock(path, exclusive=True, wait=False) as locked:
         if not locked:
             return 0
@@ -139,6 +142,25 @@ def fold_dead_processes(path: str) -> int:
                 _commit(path, staging, typ, staged)
                 folded += len(staged)
         return folded
+
+
+def _anything_to_fold(path: str) -> bool:
+    """A dead pid's file, or an interrupted fold's leftovers (checked again under the lock)."""
+    try:
+        if os.listdir(os.path.join(path, STAGING_DIR)):
+            return True
+    except FileNotFoundError:
+        pass
+    checked: dict[int, bool] = {}
+    for name in os.listdir(path):
+        match = _DEAD_FILE.match(name)
+        if match is not None:
+            pid = int(match.group(2))
+            if pid not in checked:
+                checked[pid] = pid_exists(pid)
+            if not checked[pid]:
+                return True
+    return False
 
 
 def _archive(path: str, typ: str) -> str:
