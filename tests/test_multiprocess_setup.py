@@ -154,3 +154,31 @@ def test_leak_report_names_the_worker_pid_once_prefixed(pg: PgTarget) -> None:
         logger.removeHandler(handler)
         handle.close()
         engine.dispose()
+
+
+def test_variable_set_after_import_is_one_line_and_the_pool_still_exported(
+    pg: PgTarget, tmp_path: Path
+) -> None:
+    path = tmp_path / "multiproc"
+    path.mkdir()
+    code = (
+        "import os, sys, prometheus_client, sqlalchemy as sa\n"
+        f"os.environ['PROMETHEUS_MULTIPROC_DIR'] = {str(path)!r}\n"
+        "import poolwatch\n"
+        "e = sa.create_engine(sys.argv[1])\n"
+        "poolwatch.instrument(e, name='late')\n"
+        "with e.connect() as c: c.execute(sa.text('select 1'))\n"
+        "v = prometheus_client.REGISTRY.get_sample_value(\n"
+        "    'sqlalchemy_pool_checkouts_total', {'pool': 'late'})\n"
+        "print(v)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code, pg.url("psycopg")],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert float(proc.stdout) == 1  # exported by the process itself
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "set after prometheus_client was imported" in lines[0], lines
+    assert not list(path.iterdir())  # nothing written there

@@ -121,11 +121,10 @@ def check_available(*, explicit: bool) -> bool:
             )
         return False
     if not getattr(values.ValueClass, "_multiprocess", False):
-        logger.error(
-            "%s was set after prometheus_client was imported, so this process cannot write "
-            "multiprocess files; its pools are exported by this process alone. Set it in the "
-            "environment before the server starts",
-            ENV_VAR,
+        _log_directory_problem(
+            f"{ENV_VAR} was set after prometheus_client was imported (this process's pools "
+            "are exported by this process alone); set it in the environment before the "
+            "server starts"
         )
         return False
     problem = directory_problem(path)
