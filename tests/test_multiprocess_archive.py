@@ -269,3 +269,47 @@ def test_a_fold_interrupted_anywhere_is_finished_or_undone(
     assert fold_dead_processes(str(mpdir)) == (2 if committed else 3)
     assert totals(mpdir) == before
     assert not list(staging.iterdir())  # nothing left behind
+
+
+FORK_WHILE_LOCKED = """
+import os, sys, threading, time
+from poolwatch.instrumentation.archive import directory_lock
+
+holding, release = threading.Event(), threading.Event()
+
+
+def scrape() -> None:
+    with directory_lock(sys.argv[1], exclusive=False):
+        holding.set()
+        release.wait()
+
+
+thread = threading.Thread(target=scrape)
+thread.start()
+holding.wait()
+child = os.fork()  # another thread forks while a scrape holds the lock
+if child == 0:
+    time.sleep(60)
+    os._exit(0)
+release.set()
+thread.join()
+print(child, flush=True)
+sys.stdin.read()
+os.kill(child, 9)
+os.waitpid(child, 0)
+"""
+
+
+def test_a_child_forked_during_a_scrape_does_not_keep_the_lock(mpdir: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", FORK_WHILE_LOCKED, str(mpdir)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        child = int(proc.stdout.readline())
+        assert archive.pid_exists(child)  # alive, with a copy of the scrape's lock file open
+        with directory_lock(str(mpdir), exclusive=True, wait=False) as locked:
+            assert locked  # a fold (or dead-gauge removal) is not held off by the child
+    finally:
+        proc.communicate("", timeout=30)

@@ -71,6 +71,7 @@ def directory_lock(path: str, *, exclusive: bool, wait: bool = True) -> Iterator
     except OSError:
         yield not exclusive
         return
+    _open_lock_fds.add(fd)
     try:
         flags = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
         try:
@@ -80,7 +81,24 @@ def directory_lock(path: str, *, exclusive: bool, wait: bool = True) -> Iterator
             return
         yield True
     finally:
+        _open_lock_fds.discard(fd)
         os.close(fd)  # releases the lock
+
+
+# A child forked while this process holds the lock would keep it (flock belongs to the open
+# file, which the child shares) for as long as it lives: every fold and scrape would wait.
+_open_lock_fds: set[int] = set()
+
+
+def _close_inherited_locks() -> None:
+    for fd in list(_open_lock_fds):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _open_lock_fds.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_inherited_locks)
 
 
 class LockedMultiProcessCollector(MultiProcessCollector):
