@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -309,7 +310,16 @@ def test_a_child_forked_during_a_scrape_does_not_keep_the_lock(mpdir: Path) -> N
         assert proc.stdout is not None
         child = int(proc.stdout.readline())
         assert archive.pid_exists(child)  # alive, with a copy of the scrape's lock file open
-        with directory_lock(str(mpdir), exclusive=True, wait=False) as locked:
-            assert locked  # a fold (or dead-gauge removal) is not held off by the child
+        # The child closes its copy in its at-fork hook, which runs when the scheduler first
+        # lets the child run: poll for that (without the hook it keeps the lock for 60 s).
+        deadline = time.monotonic() + 20
+        while True:
+            with directory_lock(str(mpdir), exclusive=True, wait=False) as locked:
+                pass
+            if locked or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert locked  # a fold (or dead-gauge removal) is not held off by the child
+        assert archive.pid_exists(child)  # ... while the child still lives
     finally:
         proc.communicate("", timeout=30)
