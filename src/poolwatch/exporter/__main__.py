@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import socket
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -34,7 +35,7 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
-async def _run(app: ExporterApp, settings: Settings) -> int:
+async def _run(app: ExporterApp, settings: Settings, stopped_by: list[int]) -> int:
     if settings.startup_check:
         try:
             await app.target.source.check()
@@ -50,6 +51,7 @@ async def _run(app: ExporterApp, settings: Settings) -> int:
             "(pick another --web.listen-address)",
             1,
         )
+    server = build_server(app)
     log.info(
         "poolwatch-exporter listening",
         extra={
@@ -60,14 +62,16 @@ async def _run(app: ExporterApp, settings: Settings) -> int:
                 "tls": app.web_config.tls is not None,
                 "basic_auth": app.web_config.auth_required,
                 "target": app.dsn.redacted,
+                "max_connections": server.limits.max_connections,
             }
         },
     )
-    server = build_server(app)
     try:
         await server.serve()
     finally:
         await app.database.close()
+    if server.captured_signal is not None:
+        stopped_by.append(server.captured_signal)
     return 0 if server.started else 1
 
 
@@ -105,10 +109,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         dsn = replace(dsn, secrets=longest_first((*dsn.secrets, password)))
     setup_logging(settings.log_level, settings.log_format, dsn.secrets)
     app = ExporterApp(settings, dsn, web_config)
+    stopped_by: list[int] = []
     try:
-        return _event_loop_runner()(_run(app, settings))
+        code = _event_loop_runner()(_run(app, settings, stopped_by))
     except KeyboardInterrupt:
         return 0
+    if stopped_by:  # die of the signal after a clean stop (SIGTERM: status 143, as before)
+        signal.signal(stopped_by[0], signal.SIG_DFL)
+        signal.raise_signal(stopped_by[0])
+    return code
 
 
 def _event_loop_runner() -> Callable[[Coroutine[Any, Any, int]], int]:

@@ -1,44 +1,78 @@
-"""Serving the ASGI app with uvicorn (TLS from the web config), and the healthcheck client.
-
-uvicorn is a small, widely deployed ASGI server with TLS support built on the standard
-``ssl`` module; the exporter uses it with its own logging (no access log), without the
-``Server`` header, and with the httptools parser when installed (the ``exporter`` extra
-installs it: it halves the per-request cost compared with the pure-Python h11).
+"""Serving the ASGI app with :mod:`.httpserver` (TLS from the web config), the open-file
+limit it needs, and the healthcheck client.
 """
 
 from __future__ import annotations
 
+import logging
+import resource
 import ssl
 import urllib.error
 import urllib.request
 
-import uvicorn
-
+from .httpserver import HttpLimits, HttpServer
 from .settings import Settings
 from .web import ExporterApp
 
+log = logging.getLogger("poolwatch.exporter.server")
+
 _LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+# file descriptors kept free for the database connection, the log, bcrypt's thread, imports
+FD_RESERVE = 64
 
 
-def build_server(app: ExporterApp) -> uvicorn.Server:
-    """A uvicorn server for ``app`` on the configured address, with TLS if configured."""
-    settings, tls = app.settings, app.web_config.tls
-    config = uvicorn.Config(
-        app,
-        host=settings.listen_host,
-        port=settings.listen_port,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        server_header=False,
-        proxy_headers=False,
-        timeout_graceful_shutdown=5,
-        ssl_certfile=tls.cert_file if tls else None,
-        ssl_keyfile=tls.key_file if tls else None,
-        ssl_ca_certs=tls.client_ca_file if tls else None,
-        ssl_cert_reqs=tls.client_cert_reqs if tls else ssl.CERT_NONE,
+def raise_open_file_limit() -> int:
+    """Raise RLIMIT_NOFILE's soft limit to the hard one (where allowed); the soft limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass  # keep the soft limit; max_connections() fits the cap under it
+    return int(soft) if soft != resource.RLIM_INFINITY else 1 << 20
+
+
+def max_connections(wanted: int, open_files: int) -> int:
+    """``wanted``, or fewer when the open-file limit cannot hold that many sockets."""
+    room = max(1, open_files - FD_RESERVE)
+    if wanted > room:
+        log.warning(
+            "--web.max-connections is above what the open-file limit allows; using the lower "
+            "value (raise the limit with ulimit -n / the container's nofile setting)",
+            extra={"fields": {"wanted": wanted, "using": room, "open_files_limit": open_files}},
+        )
+        return room
+    return wanted
+
+
+def tls_context(app: ExporterApp) -> ssl.SSLContext | None:
+    """The server-side TLS context of the web config (TLS 1.2 or newer), or None."""
+    tls = app.web_config.tls
+    if tls is None:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2  # exporter-toolkit's default minimum
+    context.load_cert_chain(tls.cert_file, tls.key_file)
+    if tls.client_ca_file:
+        context.load_verify_locations(tls.client_ca_file)
+    context.verify_mode = ssl.VerifyMode(tls.client_cert_reqs)
+    return context
+
+
+def build_server(app: ExporterApp, open_files: int | None = None) -> HttpServer:
+    """An HTTP server for ``app`` on the configured address, with TLS if configured."""
+    settings = app.settings
+    files = raise_open_file_limit() if open_files is None else open_files
+    limits = HttpLimits(
+        max_connections=max_connections(settings.max_connections, files),
+        read_header_timeout=settings.read_header_timeout,
+        idle_timeout=settings.idle_timeout,
     )
-    return uvicorn.Server(config)
+    return HttpServer(
+        app, settings.listen_host, settings.listen_port, limits, ssl_context=tls_context(app)
+    )
 
 
 def healthcheck_url(settings: Settings, tls: bool) -> str:

@@ -53,6 +53,9 @@ class Settings:
     query_timeout: float
     startup_check: bool
     healthcheck: bool
+    max_connections: int = 256
+    read_header_timeout: float = 10.0
+    idle_timeout: float = 120.0
 
     @property
     def lock_timeout(self) -> float:
@@ -132,6 +135,25 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "exporter-toolkit style YAML with tls_server_config and basic_auth_users (bcrypt)",
         metavar="FILE",
     )
+    add(
+        "--web.max-connections",
+        "256",
+        "most HTTP connections open at once; at the cap the longest-idle one is closed for a "
+        "new one",
+        metavar="N",
+    )
+    add(
+        "--web.read-header-timeout",
+        "10s",
+        "a request header (and TLS handshake) must arrive within this of the connection",
+        metavar="DURATION",
+    )
+    add(
+        "--web.idle-timeout",
+        "2m",
+        "close a kept-alive HTTP connection idle this long",
+        metavar="DURATION",
+    )
     add("--log.level", "info", "minimum log level", choices=sorted(LEVELS))
     add("--log.format", "logfmt", "log line format", choices=FORMATS)
     add(
@@ -200,8 +222,16 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
             raise ValueError
     except ValueError:
         raise ConfigError("--labels.top-n must be a whole number >= 1") from None
+    try:
+        max_conns = int(str(ns["web.max_connections"]))
+        if max_conns < 2:
+            raise ValueError
+    except ValueError:
+        raise ConfigError("--web.max-connections must be a whole number >= 2") from None
     durations: dict[str, float] = {}
     for key, flag in (
+        ("web.read_header_timeout", "--web.read-header-timeout"),
+        ("web.idle_timeout", "--web.idle-timeout"),
         ("idle_in_transaction.stale_threshold", "--idle-in-transaction.stale-threshold"),
         ("scrape.min_interval", "--scrape.min-interval"),
         ("query.timeout", "--query.timeout"),
@@ -210,6 +240,9 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
             durations[flag] = parse_duration(str(ns[key]))
         except ValueError as exc:
             raise ConfigError(f"{flag}: {exc}") from None
+    for flag in ("--web.read-header-timeout", "--web.idle-timeout"):
+        if durations[flag] < 0.01:
+            raise ConfigError(f"{flag} must be at least 10ms")
     if durations["--query.timeout"] < 0.01:
         raise ConfigError("--query.timeout must be at least 10ms")
     if ns["log.level"] not in LEVELS:
@@ -231,4 +264,7 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
         query_timeout=durations["--query.timeout"],
         startup_check=bool(ns["startup.connect_check"]),
         healthcheck=bool(ns["healthcheck"]),
+        max_connections=max_conns,
+        read_header_timeout=durations["--web.read-header-timeout"],
+        idle_timeout=durations["--web.idle-timeout"],
     )

@@ -18,6 +18,7 @@ from typing import Any
 from prometheus_client.exposition import choose_encoder
 
 from .. import __version__
+from .basicauth import Verdict
 from .database import Database
 from .dsn import Dsn
 from .exposition import OPENMETRICS_EOF, render
@@ -47,6 +48,37 @@ blocking, idle-in-transaction and transaction ages).</p>
 </ul>
 </body></html>
 """
+
+
+_CHALLENGE = (b"www-authenticate", b'Basic realm="poolwatch-exporter"')
+_RETRY = (b"retry-after", b"1")
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """True when an ``Accept-Encoding`` value accepts gzip with a q-value above 0.
+
+    >>> accepts_gzip("gzip, deflate"), accepts_gzip("gzip;q=0"), accepts_gzip("*;q=0.5")
+    (True, False, True)
+    """
+    explicit: float | None = None
+    wildcard: float | None = None
+    for item in accept_encoding.split(","):
+        coding, *params = (part.strip() for part in item.split(";"))
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        coding = coding.lower()
+        if coding in ("gzip", "x-gzip"):
+            explicit = q if explicit is None else max(explicit, q)
+        elif coding == "*":
+            wildcard = q
+    chosen = explicit if explicit is not None else wildcard
+    return chosen is not None and chosen > 0
 
 
 class ExporterApp:
@@ -90,13 +122,12 @@ class ExporterApp:
         if path not in ("/", self.settings.telemetry_path):
             await _respond(send, 404, b"not found\n")
             return
-        if not await self.web_config.check_authorization(headers.get("authorization")):
-            await _respond(
-                send,
-                401,
-                b"unauthorized\n",
-                extra=[(b"www-authenticate", b'Basic realm="poolwatch-exporter"')],
-            )
+        verdict = await self.web_config.check_authorization(headers.get("authorization"))
+        if verdict is Verdict.BUSY:
+            await _respond(send, 429, b"too many password checks; retry\n", extra=[_RETRY])
+            return
+        if verdict is not Verdict.ALLOWED:
+            await _respond(send, 401, b"unauthorized\n", extra=[_CHALLENGE])
             return
         if path == "/":
             page = LANDING.format(
@@ -108,7 +139,7 @@ class ExporterApp:
             return
         body, content_type = await self.render(headers.get("accept"))
         extra: list[tuple[bytes, bytes]] = []
-        if "gzip" in headers.get("accept-encoding", ""):
+        if accepts_gzip(headers.get("accept-encoding", "")):
             body = gzip.compress(body, compresslevel=1)
             extra.append((b"content-encoding", b"gzip"))
         await _respond(send, 200, body, content_type, method == "HEAD", extra)

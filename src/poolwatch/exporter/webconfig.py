@@ -10,24 +10,23 @@ Example file::
 
 Supported keys: ``tls_server_config.{cert_file,key_file,client_ca_file,client_auth_type}``
 and ``basic_auth_users``. Unknown keys are an error (as in exporter-toolkit), so a typo
-never silently disables authentication. Relative paths are relative to the file.
+never silently disables authentication. Relative paths are relative to the file. Each
+password must be a complete bcrypt hash with a cost from 4 to 16 (cost 17 already takes
+seconds per check; a cost-31 hash would make every first request time out). Checking
+passwords is :mod:`.basicauth`'s job.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
-import hashlib
-import hmac
+import re
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import bcrypt
 import yaml  # type: ignore[import-untyped]  # (types-PyYAML not required)
 
+from .basicauth import BasicAuth, Verdict, bcrypt_cost
 from .settings import ConfigError
 
 _CLIENT_AUTH = {
@@ -37,8 +36,8 @@ _CLIENT_AUTH = {
     "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
 }
 _TLS_KEYS = {"cert_file", "key_file", "client_ca_file", "client_auth_type"}
-# A valid hash of a random string: unknown users cost as much as known ones.
-_DUMMY_HASH = b"$2b$12$C6UzMDM.H6dfI/f/IKxGhuJ5T9T6C0l6bJWj3yHf7m1Hh5vQmC8Jm"
+_BCRYPT = re.compile(r"^\$2[abxy]\$(\d\d)\$[./A-Za-z0-9]{53}$")
+MIN_COST, MAX_COST = 4, 16
 
 
 @dataclass(frozen=True)
@@ -57,47 +56,24 @@ class WebConfig:
 
     tls: TlsConfig | None = None
     users: dict[str, bytes] = field(default_factory=dict)
-    _verified: set[bytes] = field(default_factory=set, repr=False)
+    _auth: BasicAuth | None = field(default=None, repr=False)
 
     @property
     def auth_required(self) -> bool:
         """True when basic_auth_users is non-empty."""
         return bool(self.users)
 
-    async def check_authorization(self, header: str | None) -> bool:
-        """True when ``header`` (an Authorization value) names a user with the right password.
+    @property
+    def auth(self) -> BasicAuth | None:
+        """The password checker (cache, bounded bcrypt queue), when users are configured."""
+        if self.users and self._auth is None:
+            self._auth = BasicAuth(self.users)
+        return self._auth
 
-        bcrypt runs in a thread (it is deliberately slow); successful checks are cached
-        by a keyed digest of user, password and hash, so a scrape every few seconds
-        costs one bcrypt per restart rather than one per scrape.
-        """
-        if not self.users:
-            return True
-        if not header or not header.lower().startswith("basic "):
-            return False
-        try:
-            decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            return False
-        user, sep, password = decoded.partition(":")
-        if not sep:
-            return False
-        hashed = self.users.get(user)
-        key = hashlib.sha256(b"\0".join([user.encode(), password.encode(), hashed or b""]))
-        if hashed is not None and key.digest() in self._verified:
-            return True
-        ok = await asyncio.to_thread(_checkpw, password.encode(), hashed or _DUMMY_HASH)
-        if ok and hashed is not None:
-            self._verified.add(key.digest())
-            return True
-        return False
-
-
-def _checkpw(password: bytes, hashed: bytes) -> bool:
-    try:
-        return bool(bcrypt.checkpw(password, hashed))
-    except ValueError:
-        return hmac.compare_digest(password, b"\0never")
+    async def check_authorization(self, header: str | None) -> Verdict:
+        """Whether ``header`` (an Authorization value) may see the protected pages."""
+        auth = self.auth
+        return Verdict.ALLOWED if auth is None else await auth.check(header)
 
 
 def _file(base: Path, value: Any, what: str) -> str:
@@ -159,9 +135,21 @@ def _users(raw: Any) -> dict[str, bytes]:
         raise ConfigError("web config: basic_auth_users must map user names to bcrypt hashes")
     users: dict[str, bytes] = {}
     for user, hashed in raw.items():
-        if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
-            raise ConfigError(f"web config: the password of user {user!r} is not a bcrypt hash")
-        users[str(user)] = hashed.encode()
+        if not isinstance(hashed, str) or not _BCRYPT.match(hashed.strip()):
+            raise ConfigError(
+                f"web config: the password of user {user!r} is not a bcrypt hash "
+                "($2b$, a two-digit cost, $ and 53 more characters; make one with "
+                "htpasswd -nBC 12 '' or python's bcrypt.hashpw)"
+            )
+        hashed_bytes = hashed.strip().encode()
+        cost = bcrypt_cost(hashed_bytes)
+        if not MIN_COST <= cost <= MAX_COST:
+            raise ConfigError(
+                f"web config: the bcrypt hash of user {user!r} has cost {cost}; use a cost "
+                f"from {MIN_COST} to {MAX_COST} (12 is a good choice; every cost step doubles "
+                "the time of a check)"
+            )
+        users[str(user)] = hashed_bytes
     return users
 
 
