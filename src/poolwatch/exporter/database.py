@@ -4,6 +4,15 @@ Rules (postgres_exporter incidents #1228, #921, #1258 taught them): at most one
 connection, ``application_name=poolwatch-exporter``, server-side ``statement_timeout``
 and ``lock_timeout``, ``default_transaction_read_only=on``, autocommit only (never idle in
 transaction), reconnect with exponential backoff after a failure.
+
+At most one connection attempt is in flight. A scrape waits for it at most the connect
+timeout (``--query.timeout``) and then reports the server down, but the attempt itself is
+not abandoned: a backend that is blocked in start-up (say, behind an ACCESS EXCLUSIVE lock
+on ``pg_authid``) does not notice that its client closed the socket and keeps its slot
+until the lock goes or the server's ``authentication_timeout`` ends it. Giving up and
+dialling again would stack one such backend per retry, so later scrapes wait on the same
+attempt; it gets the server's ``authentication_timeout`` (+2 s) before the exporter closes
+it, by which time the server has ended the backend itself.
 """
 
 from __future__ import annotations
@@ -35,8 +44,12 @@ SELECT current_setting('server_version_num')::int AS version_num,
                WHERE attrelid = 'pg_catalog.pg_locks'::regclass
                  AND attname = 'waitstart' AND NOT attisdropped) AS has_waitstart,
        EXISTS (SELECT 1 FROM pg_settings WHERE name = 'reserved_connections')
-           AS has_reserved_connections
+           AS has_reserved_connections,
+       (SELECT setting::float8 FROM pg_settings WHERE name = 'authentication_timeout')
+           AS authentication_timeout
 """
+# PostgreSQL's default authentication_timeout, until the server has told us its own.
+DEFAULT_AUTHENTICATION_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -47,6 +60,7 @@ class Features:
     has_backend_type: bool
     has_waitstart: bool
     has_reserved_connections: bool
+    authentication_timeout: float = DEFAULT_AUTHENTICATION_TIMEOUT
 
 
 class DatabaseUnavailable(Exception):
@@ -103,6 +117,7 @@ class Database:
         self._next_attempt = 0.0
         self._last_error = "not connected yet"
         self._lock = asyncio.Lock()
+        self._attempt: asyncio.Task[None] | None = None
 
     @property
     def server_settings(self) -> dict[str, str]:
@@ -126,16 +141,44 @@ class Database:
         """The server process serving the exporter, while connected."""
         return int(self._conn.get_server_pid()) if self.connected else None
 
+    @property
+    def attempt_limit(self) -> float:
+        """How long one connection attempt may take before the exporter closes it."""
+        auth = self.features.authentication_timeout if self.features else None
+        return max(self.query_timeout, (auth or DEFAULT_AUTHENTICATION_TIMEOUT) + 2.0)
+
     async def _connect(self) -> None:
-        now = time.monotonic()
-        if now < self._next_attempt:
+        """Wait (at most the connect timeout) for the one connection attempt in flight,
+        starting it if there is none and the backoff allows."""
+        attempt = self._attempt
+        if attempt is None:
+            now = time.monotonic()
+            if now < self._next_attempt:
+                raise DatabaseUnavailable(
+                    f"{self._last_error} (next reconnect in {self._next_attempt - now:.1f}s)"
+                )
+            attempt = self._attempt = asyncio.ensure_future(self._open())
+            attempt.add_done_callback(self._attempt_done)
+        try:
+            await asyncio.wait_for(asyncio.shield(attempt), self.query_timeout)
+        except asyncio.TimeoutError:
             raise DatabaseUnavailable(
-                f"{self._last_error} (next reconnect in {self._next_attempt - now:.1f}s)"
-            )
+                f"connecting: no answer from the server within {self.query_timeout:g}s "
+                "(still waiting on the same attempt; a lock on a system catalog or a "
+                "stalled server does this)"
+            ) from None
+
+    def _attempt_done(self, task: asyncio.Task[None]) -> None:
+        if self._attempt is task:
+            self._attempt = None
+        if not task.cancelled():
+            task.exception()  # retrieved: a waiter that gave up must not leave it unread
+
+    async def _open(self) -> None:
         try:
             conn = await asyncpg.connect(
                 self.dsn.url,
-                timeout=self.query_timeout,
+                timeout=self.attempt_limit,
                 server_settings=self.server_settings,
                 statement_cache_size=8,
                 command_timeout=None,
@@ -223,6 +266,10 @@ class Database:
 
     async def close(self) -> None:
         """Close the connection politely (terminate if the server does not answer)."""
+        attempt = self._attempt
+        if attempt is not None:  # cancelling asyncpg's connect closes its socket
+            attempt.cancel()
+            await asyncio.gather(attempt, return_exceptions=True)
         async with self._lock:
             if self._conn is not None and not self._conn.is_closed():
                 try:

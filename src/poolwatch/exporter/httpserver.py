@@ -170,7 +170,7 @@ class HttpServer:
             self.host or None,
             self.port,
             limit=self.limits.max_header_bytes,
-            backlog=min(4096, max(128, self.limits.max_connections)),
+            backlog=1024,
             **tls_kwargs,
         )
         handled = []
