@@ -28,7 +28,9 @@ Module map (one job each):
   catalogs
 - ``scraper``: one snapshot per scrape of a target, single-flight, minimum interval, cache
 - ``web``: the ASGI application (``/``, ``/healthz``, ``/metrics``)
-- ``server``: running it under uvicorn, and the ``--healthcheck`` client
+- ``basicauth``: password checks (cached, one bcrypt at a time, bounded queue)
+- ``httpserver``: the HTTP/1.1 server and its limits (header size and time, idle, cap)
+- ``server``: building that server from the settings, and the ``--healthcheck`` client
 """
 
 from __future__ import annotations

@@ -97,7 +97,7 @@ class RedactingFilter(logging.Filter):
 
 
 def setup_logging(level: str, fmt: str, secrets: tuple[str, ...] = ()) -> None:
-    """Send all log output (uvicorn's included) to stderr in ``fmt`` at ``level``."""
+    """Send all log output (asyncio's included) to stderr in ``fmt`` at ``level``."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter())
     handler.addFilter(RedactingFilter(secrets))
@@ -106,6 +106,5 @@ def setup_logging(level: str, fmt: str, secrets: tuple[str, ...] = ()) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(LEVELS[level])
-    # asyncio and uvicorn are chatty at debug; keep them at our level or above info.
-    for name in ("asyncio", "uvicorn", "uvicorn.error"):
-        logging.getLogger(name).setLevel(max(LEVELS[level], logging.INFO))
+    # asyncio is chatty at debug; keep it at our level or above info.
+    logging.getLogger("asyncio").setLevel(max(LEVELS[level], logging.INFO))
