@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import re
+import socket
 import ssl
 import subprocess
+import time
 from pathlib import Path
 
 import asyncpg
@@ -199,7 +201,22 @@ def test_tls_and_basic_auth_with_real_https_requests(pg: PgTarget, spawn, tmp_pa
         "tls_server_config:\n  cert_file: tls.crt\n  key_file: tls.key\n"
         f"basic_auth_users:\n  prometheus: '{hashed}'\n"
     )
-    sub = spawn("--dsn", pg.dsn, "--web.config.file", str(web), scheme="https")
+    sub = spawn(
+        "--dsn",
+        pg.dsn,
+        "--web.config.file",
+        str(web),
+        "--web.read-header-timeout",
+        "1s",
+        scheme="https",
+    )
+    port = int(sub.base_url.rsplit(":", 1)[1])
+    # a client that never starts its TLS handshake is closed by the handshake timeout
+    with socket.create_connection(("127.0.0.1", port)) as stalled:
+        stalled.settimeout(10)
+        start = time.monotonic()
+        assert stalled.recv(1) == b""
+        assert time.monotonic() - start < 4.0
     trust = ssl.create_default_context(cafile=str(cert))
     with httpx.Client(base_url=sub.base_url, verify=trust) as client:
         assert client.get("/metrics").status_code == 401
@@ -212,7 +229,9 @@ def test_tls_and_basic_auth_with_real_https_requests(pg: PgTarget, spawn, tmp_pa
         assert client.get("/healthz").text == "ok\n"  # liveness needs no credentials
     with httpx.Client() as plain, pytest.raises(httpx.HTTPError):
         plain.get(sub.base_url.replace("https://", "http://") + "/metrics")
-    port = sub.base_url.rsplit(":", 1)[1]
+    with httpx.Client(base_url=sub.base_url, verify=trust) as client:  # still serving
+        for _ in range(5):
+            assert client.get("/healthz").status_code == 200
     check = run_cli(
         "--healthcheck",
         env={
@@ -222,4 +241,6 @@ def test_tls_and_basic_auth_with_real_https_requests(pg: PgTarget, spawn, tmp_pa
     )
     assert check.returncode == 0, check.stdout + check.stderr
     assert "healthy: https://" in check.stdout
-    assert "Traceback" not in sub.stop()
+    stderr = sub.stop()
+    assert "Traceback" not in stderr
+    assert "level=warn" not in stderr and "level=error" not in stderr, stderr
