@@ -55,6 +55,12 @@ async def test_one_exporter_backend_at_most_while_pg_authid_is_locked(
     # bounded: a statement of ours stuck behind the lock must fail, not hang the suite
     guard = {"statement_timeout": "10s"}
     admin = await asyncpg.connect(pg.dsn, server_settings=guard)
+    if await admin.fetchval("SELECT current_setting('server_version_num')::int") < 160000:
+        await admin.close()
+        # checked on Debian's 15.18: the blocked backend exists but is not listed
+        pytest.skip(
+            "PostgreSQL < 16 does not list a backend blocked in start-up in pg_stat_activity"
+        )
     locker = await asyncpg.connect(pg.dsn, server_settings=guard)
     mine = [admin.get_server_pid(), locker.get_server_pid()]
     # pg_terminate_backend looks the target's role up in pg_authid's cache: fill it now
