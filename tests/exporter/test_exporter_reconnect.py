@@ -122,12 +122,12 @@ def _reserved_sql_from_docs() -> str:
 
 
 async def test_reserved_slot_lets_the_exporter_in_when_max_connections_is_exhausted(
-    pg: PgTarget, spawn, tmp_path: Path
+    pg: PgTarget, spawn
 ) -> None:
     if pg.local is None:
         pytest.skip("needs an embedded PostgreSQL 16+ (POOLWATCH_TEST_DSN points elsewhere)")
     try:
-        server = start_local_postgres(tmp_path)
+        server = start_local_postgres()  # its own temporary directory, deleted by stop()
     except EmbeddedPostgresUnavailable as exc:
         skip_or_fail(str(exc))
         return
