@@ -380,3 +380,104 @@ EXPORTER_METRICS: tuple[MetricSpec, ...] = (
     EXPORTER_COLLECTOR_DURATION,
     EXPORTER_DEGRADED,
 )
+
+# --- exporter: wait events, session lifecycle, connection limits, server role (issue 17) -----
+
+PG_ACTIVE_SESSIONS = MetricSpec(
+    "pg_active_sessions",
+    "gauge",
+    "Active client sessions by what they wait on now (wait_event_type / wait_event; CPU = "
+    "not waiting). wait_event keeps the top N events, the rest read 'other'.",
+    ("datname", "wait_event_type", "wait_event"),
+)
+
+
+def _db_counter(name: str, help_text: str) -> MetricSpec:
+    return MetricSpec(name, "counter", help_text + " (pg_stat_database).", ("datname",))
+
+
+PG_STAT_DATABASE_DEADLOCKS = _db_counter(
+    "pg_stat_database_deadlocks_total", "Deadlocks detected in this database"
+)
+PG_STAT_DATABASE_SESSIONS = _db_counter(
+    "pg_stat_database_sessions_total", "Sessions established to this database (14+)"
+)
+PG_STAT_DATABASE_SESSIONS_ABANDONED = _db_counter(
+    "pg_stat_database_sessions_abandoned_total",
+    "Sessions to this database ended because the client went away without closing (14+)",
+)
+PG_STAT_DATABASE_SESSIONS_FATAL = _db_counter(
+    "pg_stat_database_sessions_fatal_total",
+    "Sessions to this database ended by a FATAL error, idle_in_transaction_session_timeout "
+    "among them (14+)",
+)
+PG_STAT_DATABASE_SESSIONS_KILLED = _db_counter(
+    "pg_stat_database_sessions_killed_total",
+    "Sessions to this database ended by an operator (pg_terminate_backend) (14+)",
+)
+PG_STAT_DATABASE_SESSION_TIME = _db_counter(
+    "pg_stat_database_session_time_seconds_total",
+    "Time sessions to this database spent connected (14+)",
+)
+PG_STAT_DATABASE_ACTIVE_TIME = _db_counter(
+    "pg_stat_database_active_time_seconds_total",
+    "Time sessions to this database spent executing statements (14+)",
+)
+PG_STAT_DATABASE_IDLE_IN_TRANSACTION_TIME = _db_counter(
+    "pg_stat_database_idle_in_transaction_time_seconds_total",
+    "Time sessions to this database spent idle in a transaction (14+)",
+)
+
+PG_ROLES_CONNECTION_LIMIT = MetricSpec(
+    "pg_roles_connection_limit",
+    "gauge",
+    "CONNECTION LIMIT of a login role that has one (not superusers: the limit does not apply).",
+    ("rolname",),
+)
+PG_ROLES_CONNECTIONS = MetricSpec(
+    "pg_roles_connections",
+    "gauge",
+    "Sessions of a role with a connection limit, as PostgreSQL counts them against it.",
+    ("rolname",),
+)
+PG_DATABASE_CONNECTION_LIMIT = MetricSpec(
+    "pg_database_connection_limit",
+    "gauge",
+    "CONNECTION LIMIT of a database that has one.",
+    ("datname",),
+)
+PG_DATABASE_CONNECTIONS = MetricSpec(
+    "pg_database_connections",
+    "gauge",
+    "Sessions to a database with a connection limit, as PostgreSQL counts them against it.",
+    ("datname",),
+)
+PG_REPLICATION_IS_REPLICA = MetricSpec(
+    "pg_replication_is_replica",
+    "gauge",
+    "1 when the server is a standby (pg_is_in_recovery()), 0 on a primary.",
+)
+PG_POSTMASTER_START_TIME = MetricSpec(
+    "pg_postmaster_start_time_seconds",
+    "gauge",
+    "When the server started (pg_postmaster_start_time(), Unix seconds).",
+)
+
+SERVER_DEPTH_METRICS: tuple[MetricSpec, ...] = (
+    PG_ACTIVE_SESSIONS,
+    PG_STAT_DATABASE_DEADLOCKS,
+    PG_STAT_DATABASE_SESSIONS,
+    PG_STAT_DATABASE_SESSIONS_ABANDONED,
+    PG_STAT_DATABASE_SESSIONS_FATAL,
+    PG_STAT_DATABASE_SESSIONS_KILLED,
+    PG_STAT_DATABASE_SESSION_TIME,
+    PG_STAT_DATABASE_ACTIVE_TIME,
+    PG_STAT_DATABASE_IDLE_IN_TRANSACTION_TIME,
+    PG_ROLES_CONNECTION_LIMIT,
+    PG_ROLES_CONNECTIONS,
+    PG_DATABASE_CONNECTION_LIMIT,
+    PG_DATABASE_CONNECTIONS,
+    PG_REPLICATION_IS_REPLICA,
+    PG_POSTMASTER_START_TIME,
+)
+EXPORTER_METRICS = EXPORTER_METRICS + SERVER_DEPTH_METRICS

@@ -45,6 +45,9 @@ SELECT current_setting('server_version_num')::int AS version_num,
                  AND attname = 'waitstart' AND NOT attisdropped) AS has_waitstart,
        EXISTS (SELECT 1 FROM pg_settings WHERE name = 'reserved_connections')
            AS has_reserved_connections,
+       EXISTS (SELECT 1 FROM pg_attribute
+               WHERE attrelid = 'pg_catalog.pg_stat_database'::regclass
+                 AND attname = 'sessions_fatal' AND NOT attisdropped) AS has_session_stats,
        (SELECT setting::float8 FROM pg_settings WHERE name = 'authentication_timeout')
            AS authentication_timeout
 """
@@ -60,6 +63,7 @@ class Features:
     has_backend_type: bool
     has_waitstart: bool
     has_reserved_connections: bool
+    has_session_stats: bool = False  # pg_stat_database's session counters (14+)
     authentication_timeout: float = DEFAULT_AUTHENTICATION_TIMEOUT
 
 

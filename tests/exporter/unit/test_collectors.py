@@ -38,11 +38,16 @@ def session(
     xact_age: float | None = None,
     query_age: float | None = None,
     over: int = 0,
+    wait: tuple[str | None, str | None] = (None, None),
     datid: int | None = 5,
     usesysid: int | None = 10,
 ) -> list[Any]:
     """One row of the ``sessions`` column."""
-    return [db, user, app, state, backend, n, state_age, xact_age, query_age, over, datid, usesysid]
+    return [
+        *(db, user, app, state, backend, n, state_age, xact_age, query_age, over),
+        *wait,
+        *(datid, usesysid),
+    ]
 
 
 def row(sessions: list[list[Any]], **columns: Any) -> dict[str, Any]:

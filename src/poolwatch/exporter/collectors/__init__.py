@@ -21,10 +21,14 @@ from ..database import Features
 from ..exposition import Family
 from .base import LabelFolder
 from .connections import ConnectionsCollector
+from .database_stats import DatabaseStatsCollector
+from .limits import LimitsCollector
 from .locks import LocksCollector
+from .server import ServerCollector
 from .sessions import SessionsCollector, groups_sql
 from .snapshot import PgSnapshot
 from .transactions import TransactionsCollector
+from .waits import WaitEventsCollector
 
 
 class PgCollector(Protocol):
@@ -52,6 +56,10 @@ REGISTRY: dict[str, PgCollector] = {
         SessionsCollector(),
         LocksCollector(),
         TransactionsCollector(),
+        WaitEventsCollector(),
+        DatabaseStatsCollector(),
+        LimitsCollector(),
+        ServerCollector(),
     )
 }
 

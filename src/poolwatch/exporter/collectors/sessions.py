@@ -26,25 +26,30 @@ UNKNOWN_STATE = "unknown"
 # One row per (database, role, application_name, state, backend_type) group of backends:
 # the count plus what the transactions and locks collectors need, so one pass over the
 # sessions serves them all (``lock_waits`` only gates the locks collector's own pass).
-# {threshold} is the stale threshold in seconds as a literal (no parameter: one generic
-# plan).
+# Active sessions are grouped by what they wait on as well (the waits collector); other
+# states are not split (an idle session always waits for its client). {threshold} is the
+# stale threshold in seconds as a literal (no parameter: one generic plan).
 GROUPS_SQL = """
   SELECT datid, usesysid, application_name, state, {backend_type} AS backend_type,
+         CASE WHEN state = 'active' THEN wait_event_type END AS wait_type,
+         CASE WHEN state = 'active' THEN wait_event END AS wait_event,
          count(*) AS n, min(state_change) AS oldest_state, min(xact_start) AS oldest_xact,
          min(query_start) FILTER (WHERE state = 'active') AS oldest_query,
          count(*) FILTER (WHERE state_change < now() - '{threshold} seconds'::interval) AS over,
          count(*) FILTER (WHERE wait_event_type = 'Lock') AS lock_waits
     FROM pg_stat_get_activity(NULL)
    WHERE pid <> pg_backend_pid()
-   GROUP BY 1, 2, 3, 4, 5"""
+   GROUP BY 1, 2, 3, 4, 5, 6, 7"""
 
-# The groups (ages in seconds, clamped to >= 0 in Python), with their names, and the oids
-# last so that a degraded scrape can name them from the last complete one.
+# The groups (ages in seconds, clamped to >= 0 in Python), with their names, active
+# sessions' wait event, and the oids last so that a degraded scrape can name them from the
+# last complete one.
 SQL = """
   (SELECT json_agg(json_build_array(
             {datname}, {rolname}, g.application_name, g.state, g.backend_type, g.n,
             extract(epoch FROM now() - g.oldest_state), extract(epoch FROM now() - g.oldest_xact),
-            extract(epoch FROM now() - g.oldest_query), g.over, g.datid, g.usesysid))
+            extract(epoch FROM now() - g.oldest_query), g.over, g.wait_type, g.wait_event,
+            g.datid, g.usesysid))
      FROM grp g{joins}) AS sessions,
   {sees_all} AS sees_all_sessions"""
 

@@ -43,6 +43,8 @@ class Group(NamedTuple):
     max_query_age: float | None  # seconds since the oldest active statement began
     over_threshold: int  # sessions whose state is older than the stale threshold
     client: bool  # a client backend (an application's session)
+    wait_event_type: str | None = None  # active sessions only: what they wait on now
+    wait_event: str | None = None
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,7 @@ def build_groups(raw: Iterable[list[Any]], fold: LabelFolder | None = None) -> l
     kept = fold.kept if fold is not None else {}
     keep_d, keep_u, keep_a = (kept.get(k) for k in ("datname", "usename", "application_name"))
     groups = []
-    for d, u, a, st, bt, n, sa, xa, qa, over, _datid, _usesysid in raw:
+    for d, u, a, st, bt, n, sa, xa, qa, over, wt, we, _datid, _usesysid in raw:
         d, u, a = d or "", u or "", a or ""  # JSON strings or null
         client = bt == CLIENT_BACKEND
         if client:
@@ -135,6 +137,8 @@ def build_groups(raw: Iterable[list[Any]], fold: LabelFolder | None = None) -> l
                 None if qa is None else max(0.0, float(qa)),
                 int(over),
                 client,
+                wt,
+                we,
             )
         )
     return groups
@@ -151,6 +155,7 @@ class PgSnapshot:
     sessions_raw: Sequence[list[Any]] = ()
     degraded: bool = False
     names: Names = NO_NAMES
+    top_n: int = 0  # how many values per label are kept (for collectors that fold their own)
 
     @classmethod
     def from_row(
@@ -177,6 +182,7 @@ class PgSnapshot:
             sessions_raw=raw,
             degraded=degraded,
             names=names,
+            top_n=top_n,
         )
 
     def rows(self, column: str) -> list[list[Any]]:
