@@ -352,3 +352,9 @@ compare them with).""",
 )
 
 RULE_FILES: tuple[RuleFile, ...] = (BUDGET_RULES, POOL_RULES, POSTGRES_RULES)
+
+# --- alerts/server.rules.yml (dashboards/server_rules.py) -------------------------------------
+
+from server_rules import SERVER_RULES  # noqa: E402
+
+RULE_FILES = (*RULE_FILES, SERVER_RULES)

@@ -90,3 +90,39 @@ ALL: tuple[Threshold, ...] = (
     POSTGRES_BLOCKED_SESSIONS,
     CONNECTION_BUDGET_EXCEEDED,
 )
+
+# --- the server's sessions, limits and role (alerts/server.rules.yml) ------------------------
+
+# 5 minutes: a request's transaction lasts milliseconds; pgMonitor warns on idle-in-transaction
+# time past 300 s. Past this, the transaction holds a pooled connection, its locks and vacuum's
+# horizon.
+POSTGRES_LONG_TRANSACTION = Threshold("PoolwatchPostgresLongTransaction", "warning", "1m", 300)
+# The seeds' statement_timeout (30 s): an active statement older than that means the timeout is
+# not in force for that session (pgMonitor's 12 h / 24 h suit reporting jobs, not a pool).
+POSTGRES_LONG_QUERY = Threshold("PoolwatchPostgresLongQuery", "warning", "1m", 30)
+# Sessions ended by a FATAL error (idle_in_transaction_session_timeout among them).
+POSTGRES_SESSIONS_FATAL = Threshold(
+    "PoolwatchPostgresSessionsEndedByTimeout", "warning", "1m", 0, "10m"
+)
+POSTGRES_DEADLOCKS = Threshold("PoolwatchPostgresDeadlocks", "warning", "1m", 0, "10m")
+POSTGRES_ROLE_CONNECTION_LIMIT = Threshold(
+    "PoolwatchPostgresRoleNearConnectionLimit", "warning", "5m", 0.9
+)
+POSTGRES_DATABASE_CONNECTION_LIMIT = Threshold(
+    "PoolwatchPostgresDatabaseNearConnectionLimit", "warning", "5m", 0.9
+)
+# window: how long a restart or a role change stays on the alert board.
+POSTGRES_RESTARTED = Threshold("PoolwatchPostgresRestarted", "info", "1m", 0, "15m")
+POSTGRES_ROLE_CHANGED = Threshold("PoolwatchPostgresRoleChanged", "warning", "1m", 0, "15m")
+
+SERVER: tuple[Threshold, ...] = (
+    POSTGRES_LONG_TRANSACTION,
+    POSTGRES_LONG_QUERY,
+    POSTGRES_SESSIONS_FATAL,
+    POSTGRES_DEADLOCKS,
+    POSTGRES_ROLE_CONNECTION_LIMIT,
+    POSTGRES_DATABASE_CONNECTION_LIMIT,
+    POSTGRES_RESTARTED,
+    POSTGRES_ROLE_CHANGED,
+)
+ALL = ALL + SERVER
