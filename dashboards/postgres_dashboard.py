@@ -17,6 +17,7 @@ from panels import (
     timeseries,
 )
 from promql import PG_DB_SEL, PG_SEL, quiet_as_zero, sel, sessions, usable
+from server_panels import server_rows
 
 from poolwatch import metric_names as m
 from poolwatch import thresholds as t
@@ -315,6 +316,7 @@ def postgres_dashboard() -> dict[str, Any]:
             *idle_in_transaction(),
             *locks(),
             *long_running(),
+            *server_rows(),
             *exporter_health(),
         ],
     )

@@ -38,6 +38,7 @@ from typing import Any
 import pytest
 import yaml
 
+from poolwatch import metric_names
 from prom_support import (
     ALERTS_DIR,
     RULE_FILES,
@@ -115,6 +116,13 @@ CORE_PANELS = {
         "Blocked vs blocking",
         "Longest transaction",
         "Longest query",
+        "Active sessions by wait event type",
+        "Top wait events",
+        "Sessions ended",
+        "Deadlocks",
+        "Time in sessions",
+        "Server up since",
+        "Server role",
         "Exporter scrape duration",
         "Exporter errors and targets",
     ],
@@ -453,6 +461,7 @@ def test_scenario_end_to_end(stack: dict[str, Any]) -> None:
         "poolwatch-postgres",
         "poolwatch-budget.rules",
         "poolwatch-budget",
+        "poolwatch-server",
     }
 
     # The scenario's alerts become active (firing: `for:` is 1 s here).
@@ -487,6 +496,13 @@ def test_scenario_end_to_end(stack: dict[str, Any]) -> None:
     locks = alerts["PoolwatchPostgresLockWaits"][0]
     assert float(locks["value"]) >= 3
     assert locks["labels"]["datname"]
+    # The same waiters, by wait event: active sessions waiting on a row lock.
+    waits = prom_api(
+        prometheus.url,
+        "query",
+        query=f'sum({metric_names.PG_ACTIVE_SESSIONS.name}{{wait_event_type="Lock"}})',
+    )["data"]["result"]
+    assert waits and float(waits[0]["value"][1]) >= 3, waits
 
     # Every dashboard query is accepted over the scenario's data; core panels have data.
     end = time.time()

@@ -1,0 +1,148 @@
+"""Rows of the "PostgreSQL sessions" dashboard for issue 17: what active sessions wait on, how
+sessions end (pg_stat_database), per-role / per-database connection limits, the server's role."""
+
+from __future__ import annotations
+
+from panels import Panel, row, stat, steps, targets, timeseries
+from promql import PG_DB_SEL, PG_SEL, quiet_as_zero, sel
+
+from poolwatch import metric_names as m
+from poolwatch import thresholds as t
+
+RATE = "[$__rate_interval]"
+
+
+def _rate(spec: m.MetricSpec) -> str:
+    return f"sum by (datname) (rate({sel(spec, PG_DB_SEL)}{RATE}))"
+
+
+def wait_events() -> list[Panel]:
+    """Active sessions by wait_event_type, and the top wait events."""
+    active = sel(m.PG_ACTIVE_SESSIONS, PG_DB_SEL)
+    return [
+        row("Wait events"),
+        timeseries(
+            "Active sessions by wait event type",
+            "What active sessions (checked-out connections at work) wait on now: CPU = not "
+            "waiting, Client = the application does not read or send (it holds the "
+            "connection), Lock, LWLock, IO, Timeout (pg_sleep). See the runbook's Wait events.",
+            targets(
+                (
+                    quiet_as_zero(f"sum by (job, instance, wait_event_type) ({active})"),
+                    "{{wait_event_type}} {{instance}}",
+                ),
+            ),
+            "short",
+            stack=True,
+        ),
+        timeseries(
+            "Top wait events",
+            "Active sessions by wait event (top N per scrape, the rest as 'other' under "
+            "their type), by database.",
+            targets(
+                (
+                    f"sum by (datname, wait_event_type, wait_event) ({active})",
+                    "{{wait_event_type}}/{{wait_event}} {{datname}}",
+                ),
+            ),
+            "short",
+            stack=True,
+        ),
+    ]
+
+
+def session_lifecycle() -> list[Panel]:
+    """Sessions opened and ended by cause, deadlocks, time idle in transaction."""
+    fatal, deadlocks = t.POSTGRES_SESSIONS_FATAL, t.POSTGRES_DEADLOCKS
+    return [
+        row("Session lifecycle"),
+        timeseries(
+            "Sessions ended",
+            "Sessions per second by how they ended (pg_stat_database, PostgreSQL 14+): fatal "
+            "(idle_in_transaction_session_timeout and other FATAL errors; "
+            f"{fatal.alert}), killed (pg_terminate_backend), abandoned (client vanished); and "
+            "new sessions (churn: NullPool, proxies recycling).",
+            targets(
+                (_rate(m.PG_STAT_DATABASE_SESSIONS_FATAL), "fatal {{datname}}"),
+                (_rate(m.PG_STAT_DATABASE_SESSIONS_KILLED), "killed {{datname}}"),
+                (_rate(m.PG_STAT_DATABASE_SESSIONS_ABANDONED), "abandoned {{datname}}"),
+                (_rate(m.PG_STAT_DATABASE_SESSIONS), "new {{datname}}"),
+            ),
+            "ops",
+            width=8,
+        ),
+        timeseries(
+            "Deadlocks",
+            f"Deadlocks detected per second ({deadlocks.alert} on any in {deadlocks.window}).",
+            targets((_rate(m.PG_STAT_DATABASE_DEADLOCKS), "{{datname}}")),
+            "ops",
+            thresholds=steps((0.0001, "red")),
+            width=8,
+        ),
+        timeseries(
+            "Time in sessions",
+            "Seconds per second sessions spent executing statements and idle in transaction: "
+            "about how many sessions are busy / idle in transaction on average.",
+            targets(
+                (_rate(m.PG_STAT_DATABASE_ACTIVE_TIME), "active {{datname}}"),
+                (
+                    _rate(m.PG_STAT_DATABASE_IDLE_IN_TRANSACTION_TIME),
+                    "idle in transaction {{datname}}",
+                ),
+            ),
+            "short",
+            width=8,
+        ),
+    ]
+
+
+def limits_and_role() -> list[Panel]:
+    """Per-role / per-database connection limits used, the server's role and start time."""
+    role, db = t.POSTGRES_ROLE_CONNECTION_LIMIT, t.POSTGRES_DATABASE_CONNECTION_LIMIT
+    roles = (
+        f"{sel(m.PG_ROLES_CONNECTIONS, PG_SEL)} / ({sel(m.PG_ROLES_CONNECTION_LIMIT, PG_SEL)} > 0)"
+    )
+    dbs = (
+        f"{sel(m.PG_DATABASE_CONNECTIONS, PG_SEL)}"
+        f" / ({sel(m.PG_DATABASE_CONNECTION_LIMIT, PG_SEL)} > 0)"
+    )
+    return [
+        row("Connection limits and server"),
+        timeseries(
+            "Connection limits used",
+            "Sessions / CONNECTION LIMIT of each role and database that has one (they refuse "
+            f"logins before max_connections does). {role.alert} / {db.alert}: "
+            f"{role.value:.0%} for {role.for_}.",
+            targets((roles, "role {{rolname}}"), (dbs, "database {{datname}}")),
+            "percentunit",
+            thresholds=steps((role.value or 0.9, "orange"), (1.0, "red")),
+        ),
+        stat(
+            "Server up since",
+            "When the server started (pg_postmaster_start_time). "
+            f"{t.POSTGRES_RESTARTED.alert} when it moves.",
+            targets((f"max({sel(m.PG_POSTMASTER_START_TIME, PG_SEL)}) * 1000", "")),
+            "dateTimeFromNow",
+        ),
+        stat(
+            "Server role",
+            f"Primary or standby (pg_is_in_recovery). {t.POSTGRES_ROLE_CHANGED.alert} when it "
+            "changes.",
+            targets((f"max({sel(m.PG_REPLICATION_IS_REPLICA, PG_SEL)})", "")),
+            "none",
+            mappings=[
+                {
+                    "type": "value",
+                    "options": {
+                        "0": {"text": "PRIMARY", "index": 0},
+                        "1": {"text": "STANDBY", "index": 1},
+                    },
+                }
+            ],
+        ),
+    ]
+
+
+def server_rows() -> list[Panel]:
+    """The three rows, in dashboard order."""
+    return [*wait_events(), *session_lifecycle(), *limits_and_role()]
