@@ -120,6 +120,7 @@ def instrument(
     multiprocess: bool | None = None,
     meter_provider: Any = None,
     prometheus: bool = True,
+    application_name: str | bool = False,
 ) -> PoolInstrumentation:
     """Export the connection pool of ``engine`` (an ``AsyncEngine`` or ``Engine``).
 
@@ -145,6 +146,11 @@ def instrument(
             semantic-convention names ``db.client.connection.*`` (docs/opentelemetry.md).
             Pass ``opentelemetry.metrics.get_meter_provider()`` for the global one.
         prometheus: False exports to OpenTelemetry only (no prometheus_client series).
+        application_name: name the pool's new server sessions, so poolwatch-exporter's
+            per-``application_name`` series line up with this pool: a string, or True for
+            ``<OTEL_SERVICE_NAME>/<pool>`` (just ``<pool>`` without that variable). Printable
+            ASCII, at most 63 bytes, the same in every worker. A name the user set
+            (``connect_args``, URL, ``server_settings``, ``options``, ``PGAPPNAME``) wins.
 
     Returns:
         A :class:`PoolInstrumentation` handle; ``handle.close()`` undoes everything.
@@ -211,6 +217,11 @@ def instrument(
             from poolwatch.instrumentation.otel import OtelSink
 
             sinks.append(OtelSink(tracker, meter_provider))
+        if application_name:
+            from poolwatch.instrumentation.appname import ApplicationName, default_name
+
+            chosen = default_name(label) if application_name is True else str(application_name)
+            sinks.append(ApplicationName(sync_engine, chosen))
         hooks.attach_engine(sync_engine, tracker)
         forking.watch(tracker)
         if collector is not None:
