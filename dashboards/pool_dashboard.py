@@ -18,6 +18,7 @@ from panels import (
     timeseries,
 )
 from promql import POOL_SEL, busiest_worker_utilization, capacity, sel, usable, utilization
+from server_panels import pool_sessions
 
 from poolwatch import metric_names as m
 from poolwatch import thresholds as t
@@ -304,5 +305,13 @@ def pool_dashboard() -> dict[str, Any]:
         "poolwatch: SQLAlchemy connection pools (poolwatch.instrument) — capacity, waits, "
         "leaks, errors and the connection budget.",
         chained_variables(name, "pool", "Pool", name),
-        [*overview(), *connections(), *latency(), *throughput(), *budget(), *configuration()],
+        [
+            *overview(),
+            *connections(),
+            *latency(),
+            *throughput(),
+            *budget(),
+            *configuration(),
+            *pool_sessions(),
+        ],
     )

@@ -4,7 +4,7 @@ sessions end (pg_stat_database), per-role / per-database connection limits, the 
 from __future__ import annotations
 
 from panels import Panel, row, stat, steps, targets, timeseries
-from promql import PG_DB_SEL, PG_SEL, quiet_as_zero, sel
+from promql import PG_DB_SEL, PG_SEL, POOL_SEL, quiet_as_zero, sel
 
 from poolwatch import metric_names as m
 from poolwatch import thresholds as t
@@ -146,3 +146,49 @@ def limits_and_role() -> list[Panel]:
 def server_rows() -> list[Panel]:
     """The three rows, in dashboard order."""
     return [*wait_events(), *session_lifecycle(), *limits_and_role()]
+
+
+# The server sessions of the selected pools: instrument(application_name=...) names them
+# "<service>/<pool>" or "<pool>". No job/instance filter: they come from the exporter's job.
+POOL_SESSIONS_SEL = 'application_name=~"(.+/)?($pool)"'
+
+
+def pool_sessions() -> list[Panel]:
+    """For the pool dashboard: checked out in the app vs the pool's sessions on the server."""
+    return [
+        row("Server sessions of the pool"),
+        timeseries(
+            "Checked out vs server sessions",
+            "Connections the pool has lent out (app side) next to the server sessions named "
+            "after it, by state (needs instrument(application_name=...)): idle in transaction "
+            "here is a checked-out connection the application is not using.",
+            targets(
+                (f"sum by (pool) ({sel(m.POOL_CHECKED_OUT, POOL_SEL)})", "checked out {{pool}}"),
+                (
+                    f"sum by (application_name, state) ({sel(m.PG_SESSIONS, POOL_SESSIONS_SEL)})",
+                    "{{state}} {{application_name}}",
+                ),
+            ),
+            "short",
+            width=12,
+        ),
+        timeseries(
+            "Idle in transaction, by pool",
+            "The pool's server sessions idle in transaction, and the longest idle time: the "
+            "runbook's 'sessions idle in transaction belong to pool X'.",
+            targets(
+                (
+                    f"sum by (application_name) "
+                    f"({sel(m.PG_IDLE_IN_TRANSACTION_SESSIONS, POOL_SESSIONS_SEL)})",
+                    "sessions {{application_name}}",
+                ),
+                (
+                    f"max by (application_name) "
+                    f"({sel(m.PG_IDLE_IN_TRANSACTION_MAX_IDLE_SECONDS, POOL_SESSIONS_SEL)})",
+                    "longest idle (s) {{application_name}}",
+                ),
+            ),
+            "short",
+            width=12,
+        ),
+    ]

@@ -81,7 +81,13 @@ REQUIRED_PANELS = {
     ],
 }
 # Panels that deliberately span every job/instance (the budget is per server).
-UNFILTERED_PANELS = {"Connection budget per server", "Budget used"}
+# The pool's server sessions come from the exporter's job, matched by application_name.
+UNFILTERED_PANELS = {
+    "Connection budget per server",
+    "Budget used",
+    "Checked out vs server sessions",
+    "Idle in transaction, by pool",
+}
 # (dashboard, panel title) -> the threshold (poolwatch.thresholds) the panel must draw
 THRESHOLDS = {
     ("sqlalchemy-pool.json", "Utilization"): t.POOL_NEAR_CAPACITY,

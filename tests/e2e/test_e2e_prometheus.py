@@ -98,6 +98,8 @@ CORE_PANELS = {
         "Connection budget per server",
         "Budget used",
         "Pool configuration",
+        "Checked out vs server sessions",
+        "Idle in transaction, by pool",
     ],
     "postgresql-sessions.json": [
         "PostgreSQL reachable",
@@ -205,9 +207,15 @@ class App:
             pool_size=2,
             max_overflow=1,
             pool_timeout=1,
-            connect_args={"server_settings": settings},
         )
-        poolwatch.instrument(self.engine, name=POOL, registry=self.registry, leak_threshold=1.0)
+        # Its sessions are named by instrument(): the pool dashboard's server-session row.
+        poolwatch.instrument(
+            self.engine,
+            name=POOL,
+            registry=self.registry,
+            leak_threshold=1.0,
+            application_name=f"{APP_NAME}/{POOL}",
+        )
         # A second pool, never used, configured for as many connections as the server has:
         # together the pools exceed the server's usable connections (the budget alert).
         self.oversized = create_async_engine(
@@ -320,7 +328,7 @@ def stack(pg: PgTarget, tmp_path: Path) -> Iterator[dict[str, Any]]:
             sql,
             pg,
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            f"WHERE application_name = '{APP_NAME}'",
+            f"WHERE application_name LIKE '{APP_NAME}%'",
         )
         max_connections = int(sql(pg, "SHOW max_connections")[0][0])
 
