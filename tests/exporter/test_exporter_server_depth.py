@@ -130,8 +130,8 @@ async def test_session_counters_fatal_killed_abandoned_and_sessions(
             for name in ("sessions_fatal", "sessions_killed", "sessions_abandoned")
         )
 
+    began = time.monotonic()  # before BEGIN: the server's idle interval lies inside
     await kept.execute("BEGIN; SELECT 1")
-    began = time.monotonic()
     scrape = await exp.until(counted)
     assert _counter(scrape, "sessions", database) == 4
     assert _counter(scrape, "deadlocks", database) == 0
@@ -147,7 +147,7 @@ async def test_session_counters_fatal_killed_abandoned_and_sessions(
         lambda s: (_counter(s, "idle_in_transaction_time_seconds", database) or 0) > 0
     )
     idle_tx = _counter(scrape, "idle_in_transaction_time_seconds", database)
-    assert idle_tx is not None and 0 < idle_tx <= held
+    assert idle_tx is not None and 0 < idle_tx <= held, (idle_tx, held)
     active = _counter(scrape, "active_time_seconds", database)
     assert active is not None and active > 0
 
