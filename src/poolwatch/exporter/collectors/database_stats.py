@@ -14,8 +14,8 @@ after an event may not show it yet.
 
 Template databases are left out (nobody works in them). Database names are not folded to
 the top N: a folded ``other`` series of a counter would go down whenever a database moved
-in or out of the top N. The view reads ``pg_database``, so a degraded scrape leaves these
-families out (a gap, not a reset, for ``rate()``).
+in or out of the top N. Databases are listed from ``pg_database``, so a degraded scrape
+leaves these families out (a gap, not a reset, for ``rate()``).
 """
 
 from __future__ import annotations
@@ -38,15 +38,25 @@ from ..exposition import Family
 from .base import LabelFolder, counter
 from .snapshot import PgSnapshot
 
-_SESSION_COLUMNS = (
-    "s.sessions, s.sessions_abandoned, s.sessions_fatal, s.sessions_killed, "
-    "s.session_time, s.active_time, s.idle_in_transaction_time"
+# The functions under the pg_stat_database view, called on pg_database directly: the view
+# would add a union with the shared-objects row and a second pg_database scan.
+_SESSION_COLUMNS = ", ".join(
+    f"pg_stat_get_db_{name}(d.oid)"
+    for name in (
+        "sessions",
+        "sessions_abandoned",
+        "sessions_fatal",
+        "sessions_killed",
+        "session_time",
+        "active_time",
+        "idle_in_transaction_time",
+    )
 )
 
 SQL = """
-  (SELECT json_agg(json_build_array(s.datname, s.deadlocks, {sessions}) ORDER BY s.datname)
-     FROM pg_stat_database s JOIN pg_database d ON d.oid = s.datid
-    WHERE NOT d.datistemplate) AS database_stats"""
+  (SELECT json_agg(json_build_array(d.datname, pg_stat_get_db_deadlocks(d.oid), {sessions})
+                   ORDER BY d.datname)
+     FROM pg_database d WHERE NOT d.datistemplate) AS database_stats"""
 
 # Column order after datname, with the unit each one needs (times are milliseconds).
 _FAMILIES: tuple[tuple[MetricSpec, float], ...] = (
@@ -67,8 +77,8 @@ class DatabaseStatsCollector:
     name = "database_stats"
 
     def columns(self, features: Features, names: bool) -> str:
-        """This collector's part of the select list (NULL without ``names``: the view
-        reads pg_database; the session columns only where the server has them)."""
+        """This collector's part of the select list (NULL without ``names``: it reads
+        pg_database; the session columns only where the server has them)."""
         if not names:
             return "\n  NULL::json AS database_stats"
         sessions = _SESSION_COLUMNS if features.has_session_stats else "NULL"
