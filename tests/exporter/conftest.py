@@ -107,18 +107,21 @@ class InProcess:
 
 @pytest.fixture
 async def exporter_factory(pg: PgTarget) -> AsyncIterator[Callable[..., InProcess]]:
-    """Build in-process exporters: ``factory("--labels.top-n", "3", dsn=...)``."""
+    """Build in-process exporters: ``factory("--labels.top-n", "3", dsn=...)``; with
+    ``pgbouncer=URL`` it watches that PgBouncer too (alone with ``dsn=""``)."""
     made: list[ExporterApp] = []
 
-    def factory(*flags: str, dsn: str | None = None) -> InProcess:
+    def factory(*flags: str, dsn: str | None = None, pgbouncer: str | None = None) -> InProcess:
         settings = parse_settings(["--scrape.min-interval", "0", *flags], environ={})
-        app = ExporterApp(settings, parse_dsn(dsn or pg.dsn), WebConfig())
+        target = None if dsn == "" else parse_dsn(dsn or pg.dsn)
+        bouncer = parse_dsn(pgbouncer) if pgbouncer else None
+        app = ExporterApp(settings, target, WebConfig(), bouncer)
         made.append(app)
         return InProcess(app)
 
     yield factory
     for app in made:
-        await app.database.close()
+        await app.close()
 
 
 @pytest.fixture

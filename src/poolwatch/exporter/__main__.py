@@ -19,7 +19,7 @@ from typing import Any
 from .. import __version__
 from ..redaction import longest_first
 from .database import DatabaseUnavailable
-from .dsn import DsnError, environment_password, load_dsn, scrub
+from .dsn import DsnError, environment_password, load_dsns, scrub
 from .logs import setup_logging
 from .server import build_server, healthcheck
 from .settings import ConfigError, Settings, parse_settings
@@ -35,17 +35,31 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+async def _startup_check(app: ExporterApp) -> str | None:
+    """Why a target cannot be used right now (one line), or None when all can."""
+    if app.scraper is not None and app.dsn is not None:
+        try:
+            await app.scraper.target.source.check()
+        except DatabaseUnavailable as exc:
+            hint = " (wrong password or pg_hba.conf?)" if "password" in str(exc).lower() else ""
+            return f"cannot use PostgreSQL at {app.dsn.redacted}: {exc}{hint}"
+    if app.pgbouncer is not None:
+        try:
+            await app.pgbouncer.target.source.check()
+        except DatabaseUnavailable as exc:  # the console's message names PgBouncer already
+            return str(exc)
+    return None
+
+
 async def _run(app: ExporterApp, settings: Settings, stopped_by: list[int]) -> int:
     if settings.startup_check:
-        try:
-            await app.target.source.check()
-        except DatabaseUnavailable as exc:
-            await app.database.close()
-            hint = " (wrong password or pg_hba.conf?)" if "password" in str(exc).lower() else ""
-            return _fail(f"cannot use PostgreSQL at {app.dsn.redacted}: {exc}{hint}", 1)
+        failed = await _startup_check(app)
+        if failed:
+            await app.close()
+            return _fail(failed, 1)
     problem = _cannot_listen(settings.listen_host, settings.listen_port)
     if problem:
-        await app.database.close()
+        await app.close()
         return _fail(
             f"cannot listen on {settings.listen_host or '*'}:{settings.listen_port}: {problem} "
             "(pick another --web.listen-address)",
@@ -61,7 +75,7 @@ async def _run(app: ExporterApp, settings: Settings, stopped_by: list[int]) -> i
                 "telemetry_path": settings.telemetry_path,
                 "tls": app.web_config.tls is not None,
                 "basic_auth": app.web_config.auth_required,
-                "target": app.dsn.redacted,
+                "target": app.targets_redacted,
                 "max_connections": server.limits.max_connections,
             }
         },
@@ -69,7 +83,7 @@ async def _run(app: ExporterApp, settings: Settings, stopped_by: list[int]) -> i
     try:
         await server.serve()
     finally:
-        await app.database.close()
+        await app.close()
     if server.captured_signal is not None:
         stopped_by.append(server.captured_signal)
     return 0 if server.started else 1
@@ -101,14 +115,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         web_config = load_web_config(settings.web_config_file)
         if settings.healthcheck:
             return healthcheck(settings, tls=web_config.tls is not None)
-        dsn = load_dsn(settings.dsn, settings.dsn_file)
+        dsn, bouncer = load_dsns(
+            (settings.dsn, settings.dsn_file),
+            (settings.pgbouncer_dsn, settings.pgbouncer_dsn_file),
+        )
     except (ConfigError, DsnError) as exc:
         return _fail(scrub(str(exc)), 2)
+    secrets = [*(dsn.secrets if dsn else ()), *(bouncer.secrets if bouncer else ())]
     password = environment_password()
     if password:  # libpq-style clients read PGPASSWORD when the URL has none: mask it too
-        dsn = replace(dsn, secrets=longest_first((*dsn.secrets, password)))
-    setup_logging(settings.log_level, settings.log_format, dsn.secrets)
-    app = ExporterApp(settings, dsn, web_config)
+        secrets.append(password)
+    masked = longest_first(tuple(secrets))
+    dsn = replace(dsn, secrets=masked) if dsn else None
+    bouncer = replace(bouncer, secrets=masked) if bouncer else None
+    setup_logging(settings.log_level, settings.log_format, masked)
+    app = ExporterApp(settings, dsn, web_config, bouncer)
     stopped_by: list[int] = []
     try:
         code = _event_loop_runner()(_run(app, settings, stopped_by))

@@ -58,24 +58,39 @@ def parse_dsn(url: str) -> Dsn:
     return Dsn(url=url, secrets=secrets)
 
 
-def load_dsn(flag: str | None, file: str | None) -> Dsn:
-    """The DSN from ``--dsn`` (or its env var) or ``--dsn-file``; exactly one must be given."""
+def load_dsn(flag: str | None, file: str | None, option: str = "--dsn") -> Dsn:
+    """The DSN from ``--dsn`` (or its env var) or ``--dsn-file``; exactly one must be given.
+
+    ``option`` names the flag pair in messages (``--pgbouncer.dsn`` for the PgBouncer one).
+    """
     if flag and file:
-        raise DsnError("give either --dsn or --dsn-file, not both")
+        raise DsnError(f"give either {option} or {option}-file, not both")
     if file:
         try:
             text = Path(file).read_text(encoding="utf-8")
         except OSError as exc:
-            raise DsnError(f"cannot read --dsn-file {file}: {exc.strerror or exc}") from None
+            raise DsnError(f"cannot read {option}-file {file}: {exc.strerror or exc}") from None
         except UnicodeDecodeError:
-            raise DsnError(f"--dsn-file {file} is not UTF-8 text") from None
-        return parse_dsn(text)
-    if flag:
-        return parse_dsn(flag)
-    raise DsnError(
-        "no DSN: pass --dsn postgresql://user@host:5432/db, set POOLWATCH_EXPORTER_DSN, "
-        "or pass --dsn-file"
-    )
+            raise DsnError(f"{option}-file {file} is not UTF-8 text") from None
+        dsn = parse_dsn(text)
+    elif flag:
+        dsn = parse_dsn(flag)
+    else:
+        raise DsnError(
+            "no DSN: pass --dsn postgresql://user@host:5432/db (or set POOLWATCH_EXPORTER_DSN, "
+            "or pass --dsn-file), and/or --pgbouncer.dsn postgresql://stats@host:6432/pgbouncer"
+        )
+    return dsn
+
+
+def load_dsns(
+    settings_dsn: tuple[str | None, str | None], pgbouncer: tuple[str | None, str | None]
+) -> tuple[Dsn | None, Dsn | None]:
+    """(PostgreSQL DSN or None, PgBouncer DSN or None); at least one must be given."""
+    if not any(pgbouncer):
+        return load_dsn(*settings_dsn), None
+    pg = load_dsn(*settings_dsn) if any(settings_dsn) else None
+    return pg, load_dsn(*pgbouncer, option="--pgbouncer.dsn")
 
 
 def environment_password() -> str | None:
@@ -89,6 +104,7 @@ __all__ = [
     "DsnError",
     "environment_password",
     "load_dsn",
+    "load_dsns",
     "parse_dsn",
     "redact_dsn",
     "scrub",

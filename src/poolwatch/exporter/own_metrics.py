@@ -1,10 +1,16 @@
-"""The exporter's own metrics: always served, also when the database is down."""
+"""The exporter's own metrics: always served, also when the database is down.
+
+With several targets (PostgreSQL and PgBouncer), the first one's scrape is what the
+exporter-wide metrics describe (duration, errors, queries, connections, snapshot age);
+every other target adds its ``up`` metric, and all targets' collectors share the
+``poolwatch_exporter_collector_*`` families (:func:`merge_health`).
+"""
 
 from __future__ import annotations
 
 import platform
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from .. import __version__
 from ..metric_names import (
@@ -47,3 +53,25 @@ def collect_own(scraper: Scraper, snap: Snapshot) -> Iterator[Family]:
         metric = counter(spec)
         metric.add_metric([], float(value))
         yield metric
+
+
+def collect_up(scraper: Scraper, snap: Snapshot) -> Family:
+    """A further target's up metric (``pgbouncer_up`` next to ``pg_up``)."""
+    up = gauge(scraper.target.up)
+    up.add_metric([], 1.0 if snap.up else 0.0)
+    return up
+
+
+def merge_health(snaps: Sequence[Snapshot]) -> list[Family]:
+    """The collector success/duration families of every target's snapshot, one each."""
+    merged: dict[str, Family] = {}
+    for snap in snaps:
+        for fam in snap.health:
+            into = merged.get(fam.name)
+            if into is None:
+                merged[fam.name] = Family(
+                    fam.name, fam.documentation, fam.type, fam.label_names, fam.points
+                )
+            else:
+                into.points.extend(fam.points)
+    return list(merged.values())

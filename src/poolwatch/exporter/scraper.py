@@ -36,6 +36,9 @@ class Snapshot:
     taken_at: float = field(default_factory=time.monotonic)
     error: str | None = None
     degraded: bool = False
+    #: poolwatch_exporter_collector_success / _duration_seconds, kept apart from
+    #: ``families`` so that several targets' collectors can share one family each
+    health: list[Family] = field(default_factory=list)
     _encoded: dict[bool, bytes] = field(default_factory=dict, repr=False, compare=False)
 
     def encoded(self, openmetrics: bool = False) -> bytes:
@@ -79,10 +82,11 @@ class Scraper:
         self.queries += 1
         try:
             taken = await self.target.source.take()
-            families = self.runner.run(taken)
+            families, health = self.runner.run_split(taken)
             snap = Snapshot(
                 up=True,
                 families=families,
+                health=health,
                 duration=time.monotonic() - start,
                 degraded=taken.degraded,
             )
@@ -99,10 +103,11 @@ class Scraper:
 
     def _report(self, snap: Snapshot) -> None:
         """Log transitions (down, back up) once, not every scrape."""
+        which = {"target": self.target.up.name.removesuffix("_up")}  # pg, pgbouncer
         if not snap.up and self._was_up is not False:
-            log.warning("scrape failed", extra={"fields": {"err": snap.error}})
+            log.warning("scrape failed", extra={"fields": {**which, "err": snap.error}})
         elif snap.up and self._was_up is False:
-            log.info("scrapes work again")
+            log.info("scrapes work again", extra={"fields": which})
         elif not snap.up:
-            log.debug("scrape failed", extra={"fields": {"err": snap.error}})
+            log.debug("scrape failed", extra={"fields": {**which, "err": snap.error}})
         self._was_up = snap.up

@@ -56,6 +56,8 @@ class Settings:
     max_connections: int = 256
     read_header_timeout: float = 10.0
     idle_timeout: float = 120.0
+    pgbouncer_dsn: str | None = None
+    pgbouncer_dsn_file: str | None = None
 
     @property
     def lock_timeout(self) -> float:
@@ -127,6 +129,14 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
 
     add("--dsn", None, "PostgreSQL URL, e.g. postgresql://monitor@db:5432/postgres", metavar="URL")
     add("--dsn-file", None, "read the PostgreSQL URL from this file (keeps it out of ps)")
+    add(
+        "--pgbouncer.dsn",
+        None,
+        "PgBouncer admin console URL (a stats_users role), e.g. "
+        "postgresql://stats@pgbouncer:6432/pgbouncer; with it, --dsn is optional",
+        metavar="URL",
+    )
+    add("--pgbouncer.dsn-file", None, "read the PgBouncer URL from this file")
     add("--web.listen-address", f":{DEFAULT_PORT}", "address to serve HTTP on", metavar="ADDR")
     add("--web.telemetry-path", "/metrics", "path that serves the metrics", metavar="PATH")
     add(
@@ -267,4 +277,6 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
         max_connections=max_conns,
         read_header_timeout=durations["--web.read-header-timeout"],
         idle_timeout=durations["--web.idle-timeout"],
+        pgbouncer_dsn=ns["pgbouncer.dsn"] or None,
+        pgbouncer_dsn_file=ns["pgbouncer.dsn_file"] or None,
     )

@@ -110,6 +110,12 @@ class CollectorRunner(Generic[SnapT]):
 
     def run(self, snapshot: SnapT) -> list[Family]:
         """Every collector's families, then the success and duration families."""
+        families, health = self.run_split(snapshot)
+        return families + health
+
+    def run_split(self, snapshot: SnapT) -> tuple[list[Family], list[Family]]:
+        """(every collector's families, [success, duration]): the two health families
+        apart, so an exporter serving several targets can merge them into one family each."""
         fold = snapshot.fold
         families: list[Family] = []
         success = _gauge(EXPORTER_COLLECTOR_SUCCESS)
@@ -136,9 +142,7 @@ class CollectorRunner(Generic[SnapT]):
                     log.info("collector works again", extra={"fields": {"collector": name}})
             duration.add_metric([name], time.perf_counter() - start)
             success.add_metric([name], 1.0 if ok else 0.0)
-        families.append(success)
-        families.append(duration)
-        return families
+        return families, [success, duration]
 
 
 def _gauge(spec: MetricSpec) -> Family:

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import html
 import logging
@@ -22,7 +23,8 @@ from .basicauth import Verdict
 from .database import Database
 from .dsn import Dsn
 from .exposition import OPENMETRICS_EOF, render
-from .own_metrics import collect_own
+from .own_metrics import collect_own, collect_up, merge_health
+from .pgbouncer import pgbouncer_target
 from .postgres import postgres_target
 from .scraper import Scraper
 from .settings import Settings
@@ -40,7 +42,7 @@ LANDING = """<!DOCTYPE html>
 <body>
 <h1>poolwatch-exporter {version}</h1>
 <p>Prometheus exporter for PostgreSQL connection-slot pressure (sessions, lock waits,
-blocking, idle-in-transaction and transaction ages).</p>
+blocking, idle-in-transaction and transaction ages) and PgBouncer's pools.</p>
 <p>Target: <code>{target}</code></p>
 <ul>
 <li><a href="{metrics}">{metrics}</a>: metrics</li>
@@ -82,27 +84,68 @@ def accepts_gzip(accept_encoding: str) -> bool:
 
 
 class ExporterApp:
-    """ASGI app wiring settings, the database, the scraper and the web config together."""
+    """ASGI app wiring settings, the targets' scrapers and the web config together.
 
-    def __init__(self, settings: Settings, dsn: Dsn, web_config: WebConfig) -> None:
+    Watches PostgreSQL (``dsn``), PgBouncer (``pgbouncer``) or both; each target has its
+    own source (one connection) and :class:`Scraper`.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        dsn: Dsn | None,
+        web_config: WebConfig,
+        pgbouncer: Dsn | None = None,
+    ) -> None:
         self.settings = settings
         self.dsn = dsn
+        self.pgbouncer_dsn = pgbouncer
         self.web_config = web_config
-        self.database = Database(
-            dsn, query_timeout=settings.query_timeout, lock_timeout=settings.lock_timeout
-        )
-        self.target = postgres_target(
-            self.database, top_n=settings.top_n, stale_threshold=settings.stale_threshold
-        )
-        self.scraper = Scraper(self.target, min_interval=settings.min_interval)
+        self.scrapers: list[Scraper] = []
+        self.database: Database | None = None
+        self.scraper: Scraper | None = None
+        self.pgbouncer: Scraper | None = None
+        if dsn is not None:
+            self.database = Database(
+                dsn, query_timeout=settings.query_timeout, lock_timeout=settings.lock_timeout
+            )
+            target = postgres_target(
+                self.database, top_n=settings.top_n, stale_threshold=settings.stale_threshold
+            )
+            self.scraper = Scraper(target, min_interval=settings.min_interval)
+            self.scrapers.append(self.scraper)
+        if pgbouncer is not None:
+            bouncer = pgbouncer_target(
+                pgbouncer, timeout=settings.query_timeout, top_n=settings.top_n
+            )
+            self.pgbouncer = Scraper(bouncer, min_interval=settings.min_interval)
+            self.scrapers.append(self.pgbouncer)
+        if not self.scrapers:
+            raise ValueError("ExporterApp needs a PostgreSQL or a PgBouncer DSN")
+
+    @property
+    def targets_redacted(self) -> str:
+        """The watched targets' URLs, passwords masked, for logs and the landing page."""
+        return ", ".join(d.redacted for d in (self.dsn, self.pgbouncer_dsn) if d is not None)
+
+    async def close(self) -> None:
+        """Close every target's connection."""
+        for scraper in self.scrapers:
+            await scraper.target.source.close()
 
     async def render(self, accept: str | None = None) -> tuple[bytes, str]:
         """Scrape (or reuse the snapshot) and encode it; returns (body, content type)."""
-        snap = await self.scraper.snapshot()
+        if len(self.scrapers) == 1:
+            snaps = [await self.scrapers[0].snapshot()]
+        else:  # both targets at once: the slower one bounds the scrape, not their sum
+            snaps = list(await asyncio.gather(*(s.snapshot() for s in self.scrapers)))
         # prometheus_client decides the format (and its content type); the encoding is ours
         _, content_type = choose_encoder(accept or "")
         openmetrics = content_type.startswith("application/openmetrics-text")
-        body = render(collect_own(self.scraper, snap), openmetrics) + snap.encoded(openmetrics)
+        own = list(collect_own(self.scrapers[0], snaps[0]))
+        own += [collect_up(s, snap) for s, snap in zip(self.scrapers[1:], snaps[1:], strict=True)]
+        body = render([*own, *merge_health(snaps)], openmetrics)
+        body += b"".join(snap.encoded(openmetrics) for snap in snaps)
         return (body + OPENMETRICS_EOF if openmetrics else body), content_type
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -132,7 +175,7 @@ class ExporterApp:
         if path == "/":
             page = LANDING.format(
                 version=html.escape(__version__),
-                target=html.escape(self.dsn.redacted),
+                target=html.escape(self.targets_redacted),
                 metrics=html.escape(self.settings.telemetry_path),
             )
             await _respond(send, 200, page.encode(), "text/html; charset=utf-8", method == "HEAD")
@@ -150,7 +193,7 @@ class ExporterApp:
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await self.database.close()
+                await self.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

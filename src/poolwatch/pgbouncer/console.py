@@ -24,7 +24,7 @@ import asyncio
 import os
 import ssl
 import struct
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
@@ -47,7 +47,13 @@ _T = TypeVar("_T")
 
 
 class ConsoleError(RuntimeError):
-    """Connecting to or querying the admin console failed; ``str()`` is one redacted line."""
+    """Connecting to or querying the admin console failed; ``str()`` is one redacted line.
+
+    ``timed_out`` is True when PgBouncer did not answer in time (a hung or stopped process:
+    retrying at once would only wait again).
+    """
+
+    timed_out = False
 
 
 class Rows(list[dict[str, Any]]):
@@ -197,6 +203,19 @@ class AdminConsole:
             )
         return await self.execute(f"SHOW {name}")
 
+    async def show_many(self, whats: Sequence[str]) -> list[Rows | ConsoleError]:
+        """Several ``SHOW`` commands pipelined: all sent at once, then read in order, so they
+        cost one round trip and one ``timeout`` together. A command PgBouncer answers with
+        an error gives its :class:`ConsoleError` in its place; the others still come."""
+        names = [what.strip().upper().removeprefix("SHOW ").strip() for what in whats]
+        unknown = [name for name in names if name not in SHOW_COMMANDS]
+        if unknown:
+            raise ConsoleError(f"unknown SHOW command {unknown[0]!r}")
+        if self.closed:
+            raise ConsoleError(f"the admin console connection to {self.target.where} is closed")
+        async with self._lock:
+            return await _bounded(self._pipeline(names), self.target, self.timeout, "SHOW", self)
+
     async def execute(self, command: str) -> Rows:
         """Run one console command (``PAUSE``, ``RESUME``, ``RELOAD`` need an admin_users role)."""
         if self.closed:
@@ -290,8 +309,22 @@ class AdminConsole:
             elif kind == b"Z":
                 return
 
+    async def _pipeline(self, names: list[str]) -> list[Rows | ConsoleError]:
+        for name in names:
+            self._send(b"Q", f"SHOW {name}".encode() + b"\0")
+        results: list[Rows | ConsoleError] = []
+        for name in names:
+            try:
+                results.append(await self._read_result(f"SHOW {name}"))
+            except ConsoleError as exc:  # an ErrorResponse: the next answers still follow
+                results.append(ConsoleError(scrub(str(exc), self.target.secrets)))
+        return results
+
     async def _query(self, command: str) -> Rows:
         self._send(b"Q", command.encode() + b"\0")
+        return await self._read_result(command)
+
+    async def _read_result(self, command: str) -> Rows:
         rows = Rows()
         oids: list[int] = []
         error: dict[str, str] | None = None
@@ -333,6 +366,11 @@ async def _bounded(
         raise ConsoleError(scrub(str(exc), target.secrets)) from None
     except asyncio.TimeoutError:
         message = f"PgBouncer at {target.where} did not answer {doing} within {timeout:g} s"
+        if console is not None:
+            console._abort()
+        error = ConsoleError(scrub(message, target.secrets))
+        error.timed_out = True
+        raise error from None
     except ssl.SSLError as exc:
         message = f"TLS with PgBouncer at {target.where} failed: {exc.reason or exc}"
     except (OSError, asyncio.IncompleteReadError, EOFError) as exc:
