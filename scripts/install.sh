@@ -35,3 +35,18 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[dev]'
 echo "poolwatch is set up: .venv/bin/poolwatch, .venv/bin/poolwatch-exporter"
+
+# PyPI's prometheus-pgbouncer-exporter (spreaker), the peer the PgBouncer comparison test and
+# bench/bench_pgbouncer.py run beside ours: Debian's prometheus-pgbouncer-exporter 1.7 exits at
+# start on PgBouncer >= 1.8 (it reads SHOW STATS total_requests). In a venv of its own, with
+# psycopg2-binary for the psycopg2 it names (no compiler needed); optional: a failure warns.
+PEER_VENV=.venv-peers/pgbouncer-exporter
+if [[ ! -x $PEER_VENV/bin/pgbouncer-exporter ]]; then
+  if "$PYTHON" -m venv "$PEER_VENV" \
+    && "$PEER_VENV/bin/python" -m pip install -q psycopg2-binary prometheus-client python-json-logger pyyaml \
+    && "$PEER_VENV/bin/python" -m pip install -q --no-deps prometheus-pgbouncer-exporter==2.1.2; then
+    echo "peer installed: $PEER_VENV/bin/pgbouncer-exporter"
+  else
+    echo "warning: PyPI's prometheus-pgbouncer-exporter could not be installed; its comparison is skipped" >&2
+  fi
+fi
