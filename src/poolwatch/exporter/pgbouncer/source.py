@@ -1,17 +1,19 @@
 """The PgBouncer source: at most one admin-console connection, reused across scrapes.
 
 Every scrape pipelines the ``SHOW`` commands over that connection (one round trip, bounded
-by ``--query.timeout``). A connection found broken (PgBouncer restarted) is replaced at once
-and the scrape retried one time; after that, and after a timeout (a hung or stopped
-PgBouncer), failures back off (:mod:`poolwatch.exporter.backoff`) and the scrape reports
-``pgbouncer_up 0`` at once. Failures are :class:`DatabaseUnavailable` (one redacted line),
-which the :class:`~poolwatch.exporter.scraper.Scraper` turns into ``up 0``.
+by ``--query.timeout``; SHOW CONFIG and SHOW VERSION only every ``SETTLED_EVERY`` seconds).
+A connection found broken (PgBouncer restarted) is replaced at once and the scrape retried
+one time; after that, and after a timeout (a hung or stopped PgBouncer), failures back off
+(:mod:`poolwatch.exporter.backoff`) and the scrape reports ``pgbouncer_up 0`` at once.
+Failures are :class:`DatabaseUnavailable` (one redacted line), which the
+:class:`~poolwatch.exporter.scraper.Scraper` turns into ``up 0``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from poolwatch.pgbouncer.console import AdminConsole, ConsoleError, Rows
 
@@ -22,6 +24,11 @@ from ..dsn import Dsn
 from .snapshot import COMMANDS, PgBouncerSnapshot
 
 log = logging.getLogger("poolwatch.exporter.pgbouncer")
+
+#: re-read SHOW CONFIG / SHOW VERSION at most this often (seconds)
+SETTLED_EVERY = 10.0
+SETTLED = ("CONFIG", "VERSION")
+VOLATILE = tuple(c for c in COMMANDS if c not in SETTLED)
 
 
 class PgBouncerSource:
@@ -35,6 +42,8 @@ class PgBouncerSource:
         self._console: AdminConsole | None = None
         self._backoff = Backoff()
         self._lock = asyncio.Lock()
+        self._settled: dict[str, Rows | ConsoleError] = {}
+        self._settled_at = -SETTLED_EVERY
 
     @property
     def connected(self) -> bool:
@@ -42,19 +51,26 @@ class PgBouncerSource:
         return self._console is not None and not self._console.closed
 
     async def take(self) -> PgBouncerSnapshot:
-        """One snapshot: every SHOW command, pipelined over the one connection."""
+        """One snapshot: the SHOW commands, pipelined over the one connection (SHOW CONFIG
+        and SHOW VERSION at most every ``SETTLED_EVERY`` seconds, and after a reconnect:
+        they change only on RELOAD or an upgrade, and CONFIG is a quarter of the work)."""
         async with self._lock:
-            results = await self._show()
-        return PgBouncerSnapshot.from_results(dict(zip(COMMANDS, results, strict=True)), self.top_n)
+            settled = time.monotonic() - self._settled_at < SETTLED_EVERY and self.connected
+            commands = VOLATILE if settled else COMMANDS
+            results = dict(zip(commands, await self._show(commands), strict=True))
+            if not settled:
+                self._settled = {name: results[name] for name in SETTLED}
+                self._settled_at = time.monotonic()
+        return PgBouncerSnapshot.from_results({**self._settled, **results}, self.top_n)
 
-    async def _show(self) -> list[Rows | ConsoleError]:
+    async def _show(self, commands: tuple[str, ...]) -> list[Rows | ConsoleError]:
         for attempt in (1, 2):
             fresh = not self.connected
             if fresh:
                 await self._connect()
             assert self._console is not None
             try:
-                return await self._console.show_many(COMMANDS)
+                return await self._console.show_many(commands)
             except ConsoleError as exc:
                 await self._drop()
                 if exc.timed_out or fresh or attempt == 2:
@@ -86,6 +102,7 @@ class PgBouncerSource:
         return DatabaseUnavailable(reason)
 
     async def _drop(self) -> None:
+        self._settled_at = -SETTLED_EVERY  # a new connection reads them again
         console, self._console = self._console, None
         if console is not None:
             await console.close()
