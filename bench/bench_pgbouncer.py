@@ -42,8 +42,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "bench"))
 
 from bench_exporter import Scraper, free_port, rss_mb, wait_listening  # noqa: E402
-from pgbouncer_support import STATS_PASSWORD, STATS_USER, running_pgbouncer  # noqa: E402
-
+from pgbouncer_support import PGBOUNCER_BIN, STATS_PASSWORD, STATS_USER, running_pgbouncer  # noqa: E402
 from poolwatch.embedded import start_local_postgres  # noqa: E402
 from poolwatch.pgbouncer.console import run_command  # noqa: E402
 
@@ -95,7 +94,7 @@ async def main() -> None:
     parser.add_argument("--scrapes", type=int, default=200)
     parser.add_argument("--concurrent", type=int, default=50)
     args = parser.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
     pg = start_local_postgres()
     procs: list[subprocess.Popen[bytes]] = []
@@ -132,7 +131,7 @@ async def main() -> None:
                     STATS_USER,
                     str(bouncer.port),
                     str(debian_port),
-                ],  # fmt: skip
+                ],
                 peer_env,
             )
             exporters["Debian prometheus-pgbouncer-exporter 1.7 (3 of 4 collectors)"] = (
@@ -151,7 +150,7 @@ async def main() -> None:
                 for name, client in clients.items():
                     times[name].append(client.get()[0])
             print(
-                f"PgBouncer {bouncer_version(bouncer)}: {args.pools} pools, {args.clients} client "
+                f"PgBouncer {bouncer_version()}: {args.pools} pools, {args.clients} client "
                 f"connections ({2 * args.pools} in transactions, {2 * args.pools} queued); "
                 f"{args.scrapes} interleaved scrapes each; machine shared with other jobs"
             )
@@ -192,9 +191,8 @@ async def main() -> None:
         pg.stop()
 
 
-def bouncer_version(bouncer) -> str:
-    out = subprocess.run([bouncer.PGBOUNCER_BIN if hasattr(bouncer, "PGBOUNCER_BIN") else
-                          "/usr/sbin/pgbouncer", "--version"], capture_output=True, text=True)  # fmt: skip
+def bouncer_version() -> str:
+    out = subprocess.run([PGBOUNCER_BIN, "--version"], capture_output=True, text=True)
     return out.stdout.split()[1] if out.stdout else "?"
 
 
