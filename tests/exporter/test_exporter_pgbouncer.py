@@ -11,8 +11,10 @@ import asyncio
 import os
 import signal
 import subprocess
+from pathlib import Path
 
 import asyncpg
+from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import InProcess, Scrape, run_cli
 from pgbouncer_support import (
@@ -23,6 +25,7 @@ from pgbouncer_support import (
     STATS_USER,
     PgBouncer,
 )
+from poolwatch.metric_names import PGBOUNCER_METRICS
 from poolwatch.pgbouncer.console import AdminConsole
 
 POOL = {"database": "postgres", "user": APP_USER}
@@ -230,3 +233,38 @@ def test_pgbouncer_dsn_from_file_and_env(pgbouncer, tmp_path, spawn) -> None:
     assert "pgbouncer_up 1.0" in httpx.get(sub.base_url + "/metrics", timeout=10).text
     both = run_cli("--pgbouncer.dsn", "x", "--pgbouncer.dsn-file", str(dsn_file))
     assert both.returncode == 2 and "--pgbouncer.dsn-file" in both.stderr
+
+
+def pgbouncer_section() -> str:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
+    start = text.index("## PgBouncer metrics")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else len(text)]
+
+
+def test_every_pgbouncer_metric_is_documented_in_its_section() -> None:
+    section = pgbouncer_section()
+    for spec in PGBOUNCER_METRICS:
+        assert f"`{spec.name}`" in section, spec.name
+        for label in spec.labels:
+            assert label in section
+
+
+async def test_served_pgbouncer_metrics_match_the_contract(pgbouncer, exporter_factory) -> None:
+    """On Debian's PgBouncer every metric of the contract is served, with its type, HELP
+    and labels (1.18 has every column the contract names)."""
+    exp: InProcess = exporter_factory(dsn="", pgbouncer=pgbouncer.stats_dsn())
+    scrape = await exp.scrape()
+    specs = {spec.name.removesuffix("_total"): spec for spec in PGBOUNCER_METRICS}
+    served = {
+        fam.name: fam
+        for fam in text_string_to_metric_families(scrape.text)
+        if fam.name.startswith("pgbouncer_")
+    }
+    for name, fam in served.items():
+        assert name in specs, f"{name} is served but not in PGBOUNCER_METRICS"
+        spec = specs[name]
+        assert (fam.type, fam.documentation) == (spec.type, spec.help), name
+        for sample in fam.samples:
+            assert set(sample.labels) == set(spec.labels), (name, sample.labels)
+    assert set(specs) == set(served)
