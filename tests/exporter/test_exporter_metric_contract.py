@@ -70,7 +70,7 @@ async def test_fast_encoders_match_prometheus_client(exporter_factory, sessions:
     await odd[0].execute("BEGIN; SELECT 1")
     exp = exporter_factory()
     snap = await exp.app.scraper.snapshot()
-    families = [*collect_own(exp.app.scraper, snap), *snap.families]
+    families = [*collect_own(exp.app.scraper, snap), *snap.health, *snap.families]
     # prometheus_client's side gets its own family classes, rebuilt from the contract and
     # the points, so a naming slip in our Family cannot hide on both sides.
     specs = {spec.name.removesuffix("_total"): spec for spec in EXPORTER_METRICS}
