@@ -1,4 +1,5 @@
-"""``poolwatch-exporter``: a Prometheus exporter for PostgreSQL connection-slot pressure.
+"""``poolwatch-exporter``: a Prometheus exporter for PostgreSQL connection-slot pressure
+and PgBouncer's pools (``--pgbouncer.dsn``; one process watches either or both).
 
 It keeps one read-only connection to the server, answers each scrape of ``/metrics`` from
 a single query over ``pg_stat_activity`` (+ ``pg_blocking_pids`` and settings), and folds
@@ -26,6 +27,9 @@ Module map (one job each):
   collector class), the registry, the one statement and ``PgSnapshot``
 - ``postgres``: the PostgreSQL target: its source, with the degraded fallback for locked
   catalogs
+- ``pgbouncer``: the PgBouncer target: one admin-console connection (``source``), the SHOW
+  commands' rows (``snapshot``) and one collector per SHOW command (``collectors``)
+- ``backoff``: the reconnect backoff (0.5 s doubling to 8 s)
 - ``scraper``: one snapshot per scrape of a target, single-flight, minimum interval, cache
 - ``web``: the ASGI application (``/``, ``/healthz``, ``/metrics``)
 - ``basicauth``: password checks (cached, one bcrypt at a time, bounded queue)
