@@ -106,7 +106,9 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         description=(
             "Prometheus exporter for PostgreSQL connection-slot pressure: sessions by "
             "database/role/application/state, lock waits, blocking, idle-in-transaction "
-            "ages, transaction and query ages. One read-only connection, one query per scrape."
+            "ages, transaction and query ages. One read-only connection, one query per scrape. "
+            "With --pgbouncer.dsn also (or only) PgBouncer's pools, over one admin-console "
+            "connection."
         ),
         epilog=(
             "Every flag --a.b-c also reads the environment variable POOLWATCH_EXPORTER_A_B_C "
@@ -136,7 +138,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "postgresql://stats@pgbouncer:6432/pgbouncer; with it, --dsn is optional",
         metavar="URL",
     )
-    add("--pgbouncer.dsn-file", None, "read the PgBouncer URL from this file")
+    add("--pgbouncer.dsn-file", None, "read the PgBouncer URL from this file", metavar="FILE")
     add("--web.listen-address", f":{DEFAULT_PORT}", "address to serve HTTP on", metavar="ADDR")
     add("--web.telemetry-path", "/metrics", "path that serves the metrics", metavar="PATH")
     add(
