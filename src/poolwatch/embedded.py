@@ -7,6 +7,7 @@ exit). Install it with ``pip install 'poolwatch[demo]'``.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -76,11 +77,11 @@ class LocalPostgres:
         package's own cleanup knows, so it is stopped with ``pg_ctl`` first: the data
         directory is never deleted under a running server.
         """
-        with contextlib.suppress(Exception):
-            self._server.cleanup()
         if (self.pgdata / "postmaster.pid").exists():
             with contextlib.suppress(Exception):
                 self.stop_server()
+        with contextlib.suppress(Exception):
+            self._server.cleanup()
         if self._owns_dir is not None:
             shutil.rmtree(self._owns_dir, ignore_errors=True)
 
@@ -114,6 +115,10 @@ def start_local_postgres(directory: str | os.PathLike[str] | None = None) -> Loc
             shutil.rmtree(owns, ignore_errors=True)
         raise EmbeddedPostgresUnavailable(f"embedded PostgreSQL did not start: {exc}") from exc
     info = server.get_postmaster_info()
-    return LocalPostgres(
+    local = LocalPostgres(
         pgdata=pgdata, socket_dir=str(info.socket_dir), _server=server, _owns_dir=owns
     )
+    # Runs before the package's own exit hook (atexit is last in, first out), which would
+    # delete the data directory without stopping a server restarted by start_server().
+    atexit.register(local.stop)
+    return local
