@@ -5,13 +5,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+from poolwatch.urls import sqlalchemy_url
+
 
 @contextlib.contextmanager
 def asyncpg_url(dsn: str | None) -> Iterator[str]:
     """A ``postgresql+asyncpg://`` URL for ``dsn``, or for an embedded server started here
     (and stopped on exit)."""
     if dsn:
-        yield dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
+        yield sqlalchemy_url(dsn, "asyncpg")
         return
     from poolwatch.embedded import start_local_postgres
 

@@ -36,13 +36,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
 from poolwatch.embedded import start_local_postgres
 from poolwatch.exporter.collectors import build_sql
 from poolwatch.exporter.database import FEATURES_SQL, Features
+from poolwatch.urls import with_database
 
 EXPORTER = str(Path(sys.executable).with_name("poolwatch-exporter"))
 POSTGRES_EXPORTER = "/usr/bin/prometheus-postgres-exporter"
@@ -56,10 +56,7 @@ def free_port() -> int:
 
 
 def with_db(dsn: str, db: str, **extra: str) -> str:
-    parts = urlsplit(dsn)
-    query = dict(parse_qsl(parts.query))
-    query.update(extra)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + db, urlencode(query), ""))
+    return with_database(dsn, db, query=extra)
 
 
 def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
+from poolwatch.urls import sqlalchemy_url
 from support import skip_or_fail
 
 PGBOUNCER_BIN = "/usr/sbin/pgbouncer"
@@ -96,7 +97,7 @@ class PgBouncer:
 
     def url(self, driver: str = "asyncpg", database: str = "postgres") -> str:
         """A SQLAlchemy URL (``postgresql+<driver>://``) for APP_USER through PgBouncer."""
-        return self.dsn(database).replace("postgresql://", f"postgresql+{driver}://", 1)
+        return sqlalchemy_url(self.dsn(database), driver)
 
     def admin_dsn(self) -> str:
         """The admin console as ADMIN_USER."""

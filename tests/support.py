@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from poolwatch.embedded import LocalPostgres
+from poolwatch.urls import sqlalchemy_url
 
 REQUIRE_ALL = os.environ.get("POOLWATCH_REQUIRE_ALL") == "1"
 
@@ -48,10 +49,7 @@ class PgTarget:
 
     def url(self, driver: str = "asyncpg") -> str:
         """SQLAlchemy URL for this server with the given driver."""
-        for scheme in ("postgresql://", "postgres://"):
-            if self.dsn.startswith(scheme):
-                return f"postgresql+{driver}://" + self.dsn[len(scheme) :]
-        raise ValueError("POOLWATCH_TEST_DSN must start with postgresql://")
+        return sqlalchemy_url(self.dsn, driver, what="POOLWATCH_TEST_DSN")
 
     def need_local(self) -> LocalPostgres:
         """The embedded server, for tests that restart it or edit pg_hba.conf."""

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
+from poolwatch.urls import with_database
 from support import PgTarget
 from test_cli_size import assert_one_line_error, poolwatch
 
@@ -20,11 +21,6 @@ GOOD_FLAGS = [
     "--pool-size", "5", "--max-overflow", "2", "--pool-timeout", "5", "--pool-recycle", "1800",
     "--pool-pre-ping", "--workers", "2",
 ]  # fmt: skip
-
-
-def with_database(dsn: str, database: str) -> str:
-    parts = urlsplit(dsn)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
 
 
 async def _execute(dsn: str, *sql: str) -> None:
@@ -195,6 +191,12 @@ def test_engine_of_another_database_is_one_line(tmp_path: Path) -> None:
         (["--dns=postgresql://u:hunter2@127.0.0.1:1/db"], ["unrecognized", "u:***@"]),
         (["--pool-size=postgresql://u:hunter2@x/db"], ["invalid int value", "u:***@"]),
         (["--dsn", "postgresql://u:hunter2@[::1/db"], ["Invalid IPv6 URL", "u:***@"]),
+        (
+            ["--dsn", "postgresql://u:hunter2@db:notaport/x"],
+            ["port that is not a number", "u:***@"],
+        ),
+        (["--dsn", "postgresql://u:hunter2@a:5432,b:5432/x"], ["several hosts", "u:***@"]),
+        (["--dsn", "postgresql://u:hunter2@db/x?connect_timeout=soon"], ["connect_timeout"]),
         (["--dsn", "postgresql://u:hun/ter2@127.0.0.1:1/db"], ["percent-encode"]),
         (["--dsn", "postgresql://u:hun?ter2@127.0.0.1:1/db"], ["percent-encode"]),
         (["--dsn", "postgresql://u@127.0.0.1:1/db?password=hunter2"], ["password=***"]),
@@ -209,3 +211,17 @@ def test_errors_are_one_line(args: list[str], words: list[str]) -> None:
     result = poolwatch("doctor", *args)
     line = assert_one_line_error(result, *words)
     assert "hunter2" not in line
+
+
+def test_a_port_that_accepts_but_never_answers_is_one_line() -> None:
+    # The kernel completes the TCP handshake for a listening socket nobody accept()s: the
+    # doctor then waits for a server greeting that never comes.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        dsn = f"postgresql://u:hunter2@127.0.0.1:{port}/db?connect_timeout=1"
+        result = poolwatch("doctor", "--dsn", dsn)
+    line = assert_one_line_error(result, "cannot connect", "no answer within 1 s", "u:***@")
+    assert "hunter2" not in line
+    assert "TimeoutError" not in line

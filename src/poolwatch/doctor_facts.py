@@ -13,20 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import re
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from poolwatch.redaction import (
-    PASSWORD_ENCODING_HINT,
-    dsn_secrets,
-    redact_known_dsn,
-    scrub,
-    unencoded_password,
-)
+from poolwatch import urls
+from poolwatch.redaction import dsn_secrets, scrub
 
 SERVER_FACTS_SQL = """
 SELECT current_setting('server_version') AS server_version,
@@ -66,16 +60,11 @@ class DoctorError(RuntimeError):
 
 
 def libpq_dsn(dsn: str) -> str:
-    """``dsn`` as a plain ``postgresql://`` URL (drops a SQLAlchemy ``+driver`` suffix)."""
-    match = re.match(r"^(postgres(?:ql)?)(\+\w+)?://", dsn)
-    if not match:
-        raise DoctorError(
-            f"--dsn must be a postgresql:// URL, got {redact_known_dsn(dsn)!r} "
-            "(e.g. postgresql://user@host:5432/dbname)"
-        )
-    if unencoded_password(dsn):
-        raise DoctorError(PASSWORD_ENCODING_HINT)
-    return "postgresql://" + dsn[match.end() :]
+    """``dsn`` as a plain ``postgresql://`` URL; a bad one is a :class:`DoctorError`."""
+    try:
+        return urls.libpq_dsn(dsn)
+    except urls.DsnError as exc:
+        raise DoctorError(str(exc)) from None
 
 
 # --- what the server says --------------------------------------------------------------------
@@ -147,7 +136,10 @@ async def read_server_facts(dsn: str, timeout: float = 10.0) -> ServerFacts:
         raise DoctorError(
             "reading the server needs asyncpg: pip install 'poolwatch[exporter]'"
         ) from exc
-    url = libpq_dsn(dsn)
+    try:
+        url, timeout = urls.connect_timeout(libpq_dsn(dsn), timeout)
+    except urls.DsnError as exc:
+        raise DoctorError(str(exc)) from None
     try:
         conn = await asyncpg.connect(
             url,
@@ -155,6 +147,12 @@ async def read_server_facts(dsn: str, timeout: float = 10.0) -> ServerFacts:
             statement_cache_size=0,
             server_settings={"application_name": "poolwatch-doctor"},
         )
+    except (asyncio.TimeoutError, TimeoutError):
+        message = (
+            f"cannot connect to {dsn}: no answer within {timeout:g} s (is it a PostgreSQL or "
+            "PgBouncer port? check host and port; ?connect_timeout=N waits longer)"
+        )
+        raise DoctorError(scrub(message, dsn_secrets(dsn))) from None
     except Exception as exc:
         message = f"cannot connect to {dsn}: {_describe(exc)}"
         raise DoctorError(scrub(message, dsn_secrets(dsn))) from exc
@@ -164,6 +162,9 @@ async def read_server_facts(dsn: str, timeout: float = 10.0) -> ServerFacts:
             return [dict(r) for r in await conn.fetch(sql, timeout=timeout)]
 
         return await collect_facts(fetch)
+    except (asyncio.TimeoutError, TimeoutError):
+        message = f"query failed on {dsn}: no answer within {timeout:g} s (the server is busy?)"
+        raise DoctorError(scrub(message, dsn_secrets(dsn))) from None
     except Exception as exc:
         message = f"query failed on {dsn}: {_describe(exc)}"
         raise DoctorError(scrub(message, dsn_secrets(dsn))) from exc

@@ -44,7 +44,9 @@ class LocalPostgres:
 
     def sqlalchemy_url(self, driver: str = "asyncpg", database: str = "postgres") -> str:
         """A SQLAlchemy URL (``postgresql+<driver>://``) for the superuser."""
-        return self.dsn(database).replace("postgresql://", f"postgresql+{driver}://", 1)
+        from poolwatch.urls import sqlalchemy_url
+
+        return sqlalchemy_url(self.dsn(database), driver)
 
     def pg_ctl(self, *args: str, timeout: float = 60) -> None:
         """Run ``pg_ctl`` against this server's data directory, as the server's OS user."""
