@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,21 @@ class PgTarget:
         if self.local is None:
             pytest.skip("needs the embedded server (POOLWATCH_TEST_DSN points elsewhere)")
         return self.local
+
+
+@contextmanager
+def running_exporter(dsn: str, workdir: Path, *flags: str) -> Iterator[Any]:
+    """A real ``poolwatch-exporter`` for ``dsn`` (the demo's helper), stopped on exit.
+
+    Yields a :class:`poolwatch.demo.processes.Exporter` (``.metrics_url``, ``.child``).
+    """
+    from poolwatch.demo.processes import start_exporter
+
+    exporter = start_exporter(workdir, dsn, *flags)
+    try:
+        yield exporter
+    finally:
+        exporter.child.stop()
 
 
 def pool_sample(registry: Any, name: str, pool: str, **labels: str) -> float | None:
