@@ -33,7 +33,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *words: str)
     return lines[0]
 
 
-def test_seed_example_four_workers_gives_42() -> None:
+def test_four_workers_on_200_connections_give_pool_size_42() -> None:
     result = poolwatch(
         "size", "--max-connections", "200", "--reserved", "10", "--workers", "4",
         "--max-overflow", "5",
@@ -46,7 +46,7 @@ def test_seed_example_four_workers_gives_42() -> None:
     assert "\x1b[" not in result.stdout  # no colour when not a terminal
 
 
-def test_seed_example_eight_workers_gives_18_as_json() -> None:
+def test_eight_workers_on_200_connections_give_pool_size_18_as_json() -> None:
     result = poolwatch(
         "size", "--max-connections", "200", "--reserved", "10", "--workers", "8",
         "--max-overflow", "5", "--json",
@@ -55,7 +55,7 @@ def test_seed_example_eight_workers_gives_18_as_json() -> None:
     data = json.loads(result.stdout)
     assert data["pool_size"] == 18
     assert data["per_worker_peak"] == 23
-    assert data["peak_total"] == 184  # the seed: (18 + 5) x 8 = 184
+    assert data["peak_total"] == 184  # (pool_size + max_overflow) x workers = (18 + 5) x 8
     assert data["usable"] == 190
     assert data["headroom"] == 6
     assert "pool_size=18," in data["snippet"]

@@ -21,11 +21,11 @@ from typing import Any
 from poolwatch.doctor_facts import PoolSettings, ServerFacts
 from poolwatch.sizing import MIN_ADMIN_SLOTS
 
-#: Seed 002: recycle connections at 75 % of the proxy's idle timeout.
+#: Recycle connections at 75 % of the proxy's idle timeout, before the proxy drops them.
 RECYCLE_FRACTION = 0.75
-#: Seeds 002/003: a session idle in transaction for longer than this is a problem.
+#: A session idle in transaction for longer than this holds its connection for nothing.
 IDLE_IN_TRANSACTION_THRESHOLD = 5.0
-#: Seed 003: "prefer 5-10 s as a baseline" for pool_timeout.
+#: A pool_timeout above this hides exhaustion behind slow responses (5-10 s is the baseline).
 POOL_TIMEOUT_BASELINE = 10.0
 
 # --- the checks ------------------------------------------------------------------------------
@@ -260,7 +260,7 @@ def check_server_timeout(name: str, value_ms: int, f: ServerFacts, suggested: st
 
 
 def check_idle_in_transaction(f: ServerFacts, o: DoctorOptions) -> Check:
-    """Sessions idle in transaction right now (seed 000's slow call inside a transaction)."""
+    """Sessions idle in transaction right now (a slow call awaited inside a transaction)."""
     stale = [s for s in f.idle_in_transaction if s.idle_seconds >= o.idle_threshold]
     fresh = len(f.idle_in_transaction) - len(stale)
     visibility = (

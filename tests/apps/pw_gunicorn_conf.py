@@ -2,7 +2,7 @@
 
 * ``child_exit``: a dead worker's live gauges leave the aggregation (mark_process_dead).
 * ``post_fork``: with --preload the engine was created in the master; give each worker a
-  fresh pool without touching the master's connections (seed 003).
+  fresh pool without touching the master's connections (``dispose(close=False)``).
 """
 
 from __future__ import annotations
