@@ -156,14 +156,21 @@ class PgBouncer:
             **kwargs,
         )
         deadline = time.monotonic() + timeout
+        unix_socket = self.directory / f".s.PGSQL.{self.port}"
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"pgbouncer exited at start: {self.log_tail()}")
             try:
+                # the Unix socket may listen after the TCP one: wait for both
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
+                    pass
+                with socket.socket(socket.AF_UNIX) as unix:
+                    unix.settimeout(0.5)
+                    unix.connect(str(unix_socket))
+                return
             except OSError:
-                time.sleep(0.02)
+                pass
+            time.sleep(0.02)
         self.stop()
         raise RuntimeError(f"pgbouncer did not listen on {self.port} in {timeout:g} s")
 
