@@ -10,6 +10,9 @@ round by round in one process so machine noise hits them all alike:
   empty       a checkout and a checkin listener that do nothing: what hooking the
               pool through SQLAlchemy's events costs before any bookkeeping
   otel        OpenTelemetry's SQLAlchemyInstrumentor with an SDK MeterProvider
+  pw+otel     poolwatch with Prometheus and an OpenTelemetry MeterProvider
+  in-place    poolwatch instrumenting a pool that already holds connections (the warm-up
+              below), so it is changed in place instead of rebuilt
 
 Workloads: ``async with engine.connect(): pass`` on a warm pool (pool_size=10),
 sequentially and from 50 concurrent tasks; and a FastAPI endpoint doing ``SELECT 1``
@@ -154,6 +157,12 @@ def exempt_from_otel_connect_wrap(engine: AsyncEngine) -> None:
         sync_engine.connect = original.__get__(sync_engine)  # type: ignore[method-assign]
 
 
+def instrument_in_place(engine: AsyncEngine) -> None:
+    """The in-place path: ``instrument()`` on a pool that already has connections."""
+    assert engine.sync_engine.pool.checkedin() > 0  # type: ignore[attr-defined]
+    poolwatch.instrument(engine, name="in-place", registry=CollectorRegistry(), leak_threshold=30)
+
+
 VARIANTS: dict[str, Setup] = {
     "bare": make_bare,
     "poolwatch": make_poolwatch,
@@ -161,7 +170,10 @@ VARIANTS: dict[str, Setup] = {
     "empty": make_empty_listeners,
     "otel": make_otel,
     "pw+otel": make_poolwatch_otel,
+    "in-place": make_bare,
 }
+# Variants finished after the warm-up, once their pool holds connections.
+AFTER_WARM_UP: dict[str, Callable[[AsyncEngine], None]] = {"in-place": instrument_in_place}
 
 
 async def sequential(engine: AsyncEngine, n: int) -> float:
@@ -238,6 +250,9 @@ async def run(url: str, rounds: int, ops: int, variants: list[str]) -> dict[str,
             exempt_from_otel_connect_wrap(engine)
     for engine in engines.values():  # warm: open every pooled connection once
         await asyncio.gather(*(concurrent(engine, 200, tasks=10) for _ in range(1)))
+    for name, finish in AFTER_WARM_UP.items():
+        if name in engines:
+            finish(engines[name])
     results: dict[str, dict[str, list[float]]] = {
         w: {v: [] for v in variants} for w in ("sequential", "concurrent-50")
     }

@@ -60,6 +60,16 @@ async def main():
             setattr(st, name, scaled)
         hooks.EXEMPLAR_MIN_SECONDS = tracker.EXEMPLAR_MIN_SECONDS = 0.05
 
+    if variant == "poolwatch-in-place":
+        # instrument() after the warm-up below, on a pool that already holds connections:
+        # it is changed in place (its class swapped), not rebuilt.
+        async def instrument_warm():
+            poolwatch.instrument(engine, name="b", registry=CollectorRegistry(),
+                                 leak_threshold=30)
+    else:
+        async def instrument_warm():
+            pass
+
     if workload == "endpoint":
         import httpx
         import sqlalchemy as sa
@@ -86,6 +96,7 @@ async def main():
                     pass
 
     await asyncio.gather(*(worker(200 // tasks) for _ in range(tasks)))
+    await instrument_warm()
     await asyncio.gather(*(worker(n // tasks) for _ in range(tasks)))
     await engine.dispose()
 
@@ -98,6 +109,7 @@ VARIANTS = (
     "poolwatch-no-leak-detection",
     "poolwatch-exact-callsite",
     "poolwatch-native-branches",
+    "poolwatch-in-place",
 )
 
 
