@@ -15,12 +15,16 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool, NullPool, StaticPool
 from sqlalchemy.util.queue import AsyncAdaptedQueue, QueueCommon
 
 import poolwatch
+from poolwatch.instrumentation.hooks import invalidation_reason
+from poolwatch.metric_names import INVALIDATION_REASONS
 from support import PgTarget, terminate_backend, wait_for_sample
 from support import hold_connections as hold
 from support import pool_sample as value
@@ -428,6 +432,122 @@ async def test_dispose_keeps_instrumentation(pg: PgTarget, registry: CollectorRe
         await engine.dispose()
 
 
+def sqlalchemy_invalidations(engine: Any) -> list[BaseException | None]:
+    """Every invalidate event SQLAlchemy emits on ``engine``'s pools, by a listener of ours
+    (registered on the engine: recreate() copies it into every new pool once)."""
+    seen: list[BaseException | None] = []
+    event.listen(engine, "invalidate", lambda dbapi, record, exc: seen.append(exc))
+    return seen
+
+
+def assert_unhooked(pools: list[Any], listeners: dict[str, Any]) -> None:
+    for pool in pools:
+        assert "_poolwatch_original_class" not in type(pool).__dict__, pool
+        assert "_poolwatch" not in pool.__dict__
+        assert not hasattr(pool._invoke_creator, "__wrapped__")
+        for name, fn in listeners.items():
+            assert fn not in getattr(pool.dispatch, name), (pool, name)
+
+
+@pytest.mark.parametrize("close", [True, False], ids=["dispose", "dispose-close-false"])
+async def test_invalidations_equal_sqlalchemys_through_disposes(
+    pg: PgTarget, registry: CollectorRegistry, close: bool
+) -> None:
+    # dispose() builds the new pool with recreate(), which copies the old pool's listeners:
+    # poolwatch must still have exactly one set per pool (it had one more per dispose:
+    # 1, 3, 6, 10, 15). dispose(close=False) is what gunicorn --preload's post_fork runs.
+    engine = create_async_engine(pg.url(), pool_size=2)
+    seen = sqlalchemy_invalidations(engine.sync_engine)
+    handle = poolwatch.instrument(engine, name="redo", registry=registry)
+    pools = [engine.sync_engine.pool]
+    try:
+        for round_ in range(1, 6):
+            async with engine.connect() as conn:
+                pid = (await conn.execute(sa.text("select pg_backend_pid()"))).scalar()
+                if round_ % 2:
+                    await conn.invalidate()
+                else:  # a real lost connection, found during use
+                    await terminate_backend(pg.dsn, pid)
+                    with pytest.raises(sa.exc.DBAPIError):
+                        await conn.execute(sa.text("select 1"))
+            assert len(seen) == round_
+            explicit = sum(1 for exc in seen if exc is None)
+            assert (
+                value(registry, "sqlalchemy_pool_invalidations_total", "redo", reason="explicit")
+                == explicit
+            )
+            assert (
+                value(registry, "sqlalchemy_pool_invalidations_total", "redo", reason="disconnect")
+                == round_ - explicit
+            )
+            if close:
+                await engine.dispose()
+            else:
+                engine.sync_engine.dispose(close=False)
+            assert engine.sync_engine.pool is not pools[-1]
+            pools.append(engine.sync_engine.pool)
+        async with engine.connect():
+            pass
+        assert value(registry, "sqlalchemy_pool_checkouts_total", "redo") == 6
+        assert value(registry, "sqlalchemy_pool_checked_out", "redo") == 0
+        listeners = handle.tracker.pool_listeners
+        assert listeners is not None
+        for pool in pools:  # one set on each of them, no more
+            for name, fn in listeners.items():
+                assert list(getattr(pool.dispatch, name)).count(fn) == 1
+        poolwatch.uninstrument(engine)
+        # every pool it ever hooked, including the ones dispose() built and replaced
+        assert_unhooked(pools, listeners)
+        async with engine.connect() as conn:
+            await conn.invalidate()
+        assert len(seen) == 6  # SQLAlchemy's own listener is untouched
+    finally:
+        await engine.dispose()
+
+
+async def test_cancelled_query_is_not_a_disconnect(
+    pg: PgTarget, registry: CollectorRegistry
+) -> None:
+    # SQLAlchemy invalidates a connection whose operation was interrupted by a task
+    # cancellation (it cannot know the connection's state): that is no server going away.
+    import asyncpg
+
+    engine = create_async_engine(pg.url(), pool_size=2)
+    seen = sqlalchemy_invalidations(engine.sync_engine)
+    poolwatch.instrument(engine, name="cancelq", registry=registry)
+
+    async def slow_query() -> None:
+        async with engine.connect() as conn:
+            await conn.execute(sa.text("select pg_sleep(30) as poolwatch_cancel_me"))
+
+    admin = await asyncpg.connect(pg.dsn)
+    try:
+        for _ in range(3):
+            task = asyncio.create_task(slow_query())
+            for _ in range(500):  # poll until the query runs on the server
+                running = await admin.fetchval(
+                    "select count(*) from pg_stat_activity where state = 'active' "
+                    "and query like '%poolwatch_cancel_me%' and pid <> pg_backend_pid()"
+                )
+                if running:
+                    break
+                await asyncio.sleep(0.01)
+            assert running == 1
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        assert len(seen) == 3 and all(isinstance(exc, asyncio.CancelledError) for exc in seen)
+        reasons = {
+            reason: value(registry, "sqlalchemy_pool_invalidations_total", "cancelq", reason=reason)
+            for reason in ("cancelled", "disconnect", "error")
+        }
+        assert reasons == {"cancelled": 3, "disconnect": 0, "error": 0}
+        assert value(registry, "sqlalchemy_pool_checked_out", "cancelq") == 0
+    finally:
+        await admin.close()
+        await engine.dispose()
+
+
 async def test_unused_pool_is_rebuilt_with_its_settings_and_listeners(
     pg: PgTarget, registry: CollectorRegistry
 ) -> None:
@@ -651,3 +771,43 @@ async def test_dropped_engine_takes_its_series_along(
     gc.collect()
     assert handle.engine is None and handle.closed
     assert value(registry, "sqlalchemy_pool_checkouts_total", "dropped") is None
+
+
+# The reason label of each kind of exception SQLAlchemy invalidates a connection on.
+def dbapi_error(*, invalidated: bool) -> sa_exc.DBAPIError:
+    return sa_exc.DBAPIError(
+        "select 1", {}, RuntimeError("boom"), connection_invalidated=invalidated
+    )
+
+
+@pytest.mark.parametrize(
+    ("exception", "reason"),
+    [
+        (None, "explicit"),
+        (sa_exc.InvalidatePoolError(), "pre_ping"),
+        (sa_exc.DisconnectionError(), "disconnect"),
+        (dbapi_error(invalidated=True), "disconnect"),
+        (dbapi_error(invalidated=False), "error"),
+        (asyncio.CancelledError(), "cancelled"),
+        (asyncio.TimeoutError(), "timeout"),
+        (KeyboardInterrupt(), "interrupted"),
+        (GeneratorExit(), "interrupted"),
+        (ConnectionResetError(), "disconnect"),
+        (ValueError("a bug somewhere"), "error"),
+    ],
+)
+def test_reason_says_what_happened(exception: BaseException | None, reason: str) -> None:
+    assert invalidation_reason(exception) == reason
+    assert reason in INVALIDATION_REASONS
+
+
+def test_unwrapped_driver_error_asks_the_dialect() -> None:
+    # SQLAlchemy invalidates on the driver's own exception when a reset on checkin fails:
+    # the dialect knows which of those mean the connection is gone.
+    dialect = sa.create_engine("postgresql+asyncpg://u@127.0.0.1/db").dialect
+    assert isinstance(dialect, asyncpg_dialect)
+    lost = dialect.dbapi.InterfaceError("connection is closed")
+    other = dialect.dbapi.ProgrammingError("syntax error at or near")
+    assert invalidation_reason(lost, dialect) == "disconnect"
+    assert invalidation_reason(other, dialect) == "error"
+    assert invalidation_reason(lost) == "error"  # without a dialect nobody can tell

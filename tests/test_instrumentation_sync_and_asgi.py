@@ -88,6 +88,52 @@ def test_sync_engine_with_threads(pg: PgTarget) -> None:
     engine.dispose()
 
 
+@pytest.mark.parametrize("close", [True, False], ids=["dispose", "dispose-close-false"])
+def test_sync_invalidations_equal_sqlalchemys_through_disposes(pg: PgTarget, close: bool) -> None:
+    # As for an AsyncEngine (test_instrumentation_pool.py): one set of poolwatch listeners
+    # per pool whatever dispose() does, and uninstrument() unhooks every pool.
+    registry = CollectorRegistry()
+    engine = sa.create_engine(pg.url("psycopg"), pool_size=2, pool_pre_ping=True)
+    seen: list[BaseException | None] = []
+    sa.event.listen(engine, "invalidate", lambda dbapi, record, exc: seen.append(exc))
+    handle = poolwatch.instrument(engine, name="sync-redo", registry=registry)
+    pools = [engine.pool]
+    try:
+        for round_ in range(1, 6):
+            with engine.connect() as conn:
+                conn.execute(sa.text("select 1"))
+                conn.invalidate()
+            assert len(seen) == round_ and seen[-1] is None
+            assert (
+                value(
+                    registry, "sqlalchemy_pool_invalidations_total", "sync-redo", reason="explicit"
+                )
+                == round_
+            )
+            engine.dispose(close=close)
+            assert engine.pool is not pools[-1]
+            pools.append(engine.pool)
+        with engine.connect():
+            pass
+        assert value(registry, "sqlalchemy_pool_checkouts_total", "sync-redo") == 6
+        listeners = handle.tracker.pool_listeners
+        assert listeners is not None
+        for pool in pools:
+            for name, fn in listeners.items():
+                assert list(getattr(pool.dispatch, name)).count(fn) == 1
+        handle.close()
+        for pool in pools:
+            assert "_poolwatch_original_class" not in type(pool).__dict__
+            assert not hasattr(pool._invoke_creator, "__wrapped__")
+            for name, fn in listeners.items():
+                assert fn not in getattr(pool.dispatch, name)
+        with engine.connect() as conn:
+            conn.invalidate()
+        assert len(seen) == 6
+    finally:
+        engine.dispose()
+
+
 class App:
     """A FastAPI app whose handlers use a yield-scoped AsyncSession (seed 000, step 1)."""
 

@@ -134,7 +134,8 @@ POOL_CONNECT_ERRORS = MetricSpec(
 POOL_INVALIDATIONS = MetricSpec(
     "sqlalchemy_pool_invalidations_total",
     "counter",
-    "Connections invalidated, by reason (pre_ping, disconnect, soft, explicit, error).",
+    "Connections invalidated, by reason "
+    "(pre_ping, disconnect, soft, explicit, cancelled, timeout, interrupted, error).",
     (POOL_LABEL, "reason"),
 )
 POOL_LEAKS = MetricSpec(
@@ -167,7 +168,16 @@ INSTRUMENTATION_METRICS: tuple[MetricSpec, ...] = (
     POOL_LEAKS,
 )
 
-INVALIDATION_REASONS: tuple[str, ...] = ("pre_ping", "disconnect", "soft", "explicit", "error")
+INVALIDATION_REASONS: tuple[str, ...] = (
+    "pre_ping",
+    "disconnect",
+    "soft",
+    "explicit",
+    "cancelled",
+    "timeout",
+    "interrupted",
+    "error",
+)
 
 # Buckets resolve sub-millisecond waits and reach well past the default pool_timeout (30 s).
 DURATION_BUCKETS: tuple[float, ...] = (

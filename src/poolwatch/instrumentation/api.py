@@ -74,9 +74,7 @@ class PoolInstrumentation:
             if tracker.closed:
                 return
             tracker.closed = True
-            engine = self.engine
-            if engine is not None:
-                hooks.detach(engine.pool, tracker)
+            hooks.detach_all(tracker)
             reaper.remove(tracker)
             forking.unwatch(tracker)
             for sink in self._sinks:

@@ -20,7 +20,7 @@ import contextlib
 import inspect
 import sys
 import threading
-from asyncio import get_running_loop
+from asyncio import CancelledError, get_running_loop
 from bisect import bisect_left
 from collections.abc import Callable
 from time import perf_counter, time
@@ -194,6 +194,9 @@ def _make_recreate(cls: type[Pool]) -> Callable[[Any], Any]:
         tracker: PoolTracker | None = self._poolwatch
         if tracker is not None and not tracker.closed:
             attach(new_pool, tracker)
+        elif tracker is not None and type(new_pool) is type(self):
+            # uninstrument() ran meanwhile (in another thread): the new pool is not watched
+            new_pool.__class__ = cls
         return new_pool
 
     return recreate
@@ -340,7 +343,7 @@ def _unused_replacement(pool: Pool) -> Pool | None:
 
 
 def attach(pool: Pool, tracker: PoolTracker) -> None:
-    """Make ``pool`` report to ``tracker`` (idempotent)."""
+    """Make ``pool`` report to ``tracker`` (idempotent: one set of hooks and listeners)."""
     if getattr(pool, "_poolwatch", None) is tracker:
         return
     pool.__class__ = _instrumented_class(type(pool))
@@ -349,14 +352,20 @@ def attach(pool: Pool, tracker: PoolTracker) -> None:
     creator = pool._invoke_creator
     if getattr(creator, "__wrapped__", None) is None:
         pool._invoke_creator = tracker.wrap_creator(creator)  # type: ignore[assignment]
-    listeners = _listeners_for(tracker)
-    for name, fn in listeners.items():
-        if not event.contains(pool, name, fn):
-            event.listen(pool, name, fn)
+    # recreate() (engine.dispose(), the rebuild in attach_engine) copies the old pool's
+    # listeners into the new one: ours may be there already. event.contains() cannot tell
+    # (it knows a listener by the target it was registered on), so look at the pool's own
+    # listener collection. Registered through the engine, a listener is known by the
+    # engine's key wherever recreate() copied it, and detach() can remove every copy.
+    engine = tracker.engine
+    target: Any = engine if engine is not None and engine.pool is pool else pool
+    for name, fn in _listeners_for(tracker).items():
+        if fn not in getattr(pool.dispatch, name):
+            event.listen(target, name, fn)
 
 
 def detach(pool: Pool, tracker: PoolTracker) -> None:
-    """Undo :func:`attach`: original class, original creator, no listeners."""
+    """Undo :func:`attach`: original class, original creator, none of our listeners."""
     if getattr(pool, "_poolwatch", None) is not tracker:
         return
     original = type(pool).__dict__.get("_poolwatch_original_class")
@@ -367,10 +376,25 @@ def detach(pool: Pool, tracker: PoolTracker) -> None:
     wrapped = getattr(pool._invoke_creator, "__wrapped__", None)
     if wrapped is not None:
         pool._invoke_creator = wrapped
+    engine = tracker.engine
     for name, fn in _listeners_for(tracker).items():
-        with contextlib.suppress(Exception):
-            if event.contains(pool, name, fn):
-                event.remove(pool, name, fn)
+        for target in (engine, pool):
+            # removing by the engine's key removes it from every pool it was copied to
+            with contextlib.suppress(Exception):
+                if target is not None and event.contains(target, name, fn):
+                    event.remove(target, name, fn)
+
+
+def detach_all(tracker: PoolTracker) -> None:
+    """Undo :func:`attach` on every pool ``tracker`` hooked and that is still alive: the
+    engine's current pool and those ``dispose()`` replaced (connections may still be out
+    on them)."""
+    engine = tracker.engine
+    pools = list(tracker.pools)
+    if engine is not None and engine.pool not in pools:
+        pools.append(engine.pool)
+    for pool in pools:
+        detach(pool, tracker)
 
 
 def _listeners_for(tracker: PoolTracker) -> dict[str, Any]:
@@ -380,7 +404,9 @@ def _listeners_for(tracker: PoolTracker) -> dict[str, Any]:
 
     def on_invalidate(dbapi_connection: Any, record: Any, exception: BaseException | None) -> None:
         if not tracker.closed:
-            tracker.stats.count_invalidation(invalidation_reason(exception))
+            engine = tracker.engine
+            dialect = None if engine is None else engine.dialect
+            tracker.stats.count_invalidation(invalidation_reason(exception, dialect))
 
     def on_soft_invalidate(
         dbapi_connection: Any, record: Any, exception: BaseException | None
@@ -401,16 +427,32 @@ def _listeners_for(tracker: PoolTracker) -> dict[str, Any]:
     return listeners
 
 
-def invalidation_reason(exception: BaseException | None) -> str:
-    """Bounded reason label: pre_ping, disconnect, error or explicit."""
+def invalidation_reason(exception: BaseException | None, dialect: Any = None) -> str:
+    """Bounded ``reason`` label of an invalidation (INVALIDATION_REASONS, docs/metrics.md).
+
+    ``dialect`` (the engine's) tells a lost connection from another error when SQLAlchemy
+    invalidated on an exception it has not wrapped (a failed reset on checkin, say).
+    """
     if exception is None:
-        return "explicit"
+        return "explicit"  # invalidate() called by the application or by SQLAlchemy
     if isinstance(exception, sa_exc.InvalidatePoolError):
         return "pre_ping"  # raised by the pre-ping when the ping found a dead connection
     if isinstance(exception, sa_exc.DisconnectionError):
         return "disconnect"
     if isinstance(exception, sa_exc.DBAPIError):
         return "disconnect" if exception.connection_invalidated else "error"
-    # A DBAPI-level exception (not yet wrapped by SQLAlchemy) that invalidated the
-    # connection is, in practice, a lost connection.
-    return "disconnect"
+    # SQLAlchemy drops a connection when an operation on it is interrupted, as it cannot
+    # know what state it was left in: that is not the server going away.
+    if isinstance(exception, CancelledError):
+        return "cancelled"  # the task was cancelled during a checkout, query or reset
+    if isinstance(exception, TimeoutError):
+        return "timeout"  # a driver-side timeout (asyncio.TimeoutError), e.g. command_timeout
+    if not isinstance(exception, Exception):
+        return "interrupted"  # KeyboardInterrupt, SystemExit, GeneratorExit
+    if isinstance(exception, OSError):
+        return "disconnect"  # the socket failed
+    try:
+        lost = dialect is not None and bool(dialect.is_disconnect(exception, None, None))
+    except Exception:
+        lost = False
+    return "disconnect" if lost else "error"
