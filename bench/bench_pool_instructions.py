@@ -53,12 +53,13 @@ async def main():
         # 1 ms exemplar threshold) go the other way than in a native run of this loop, where
         # >99% of checkouts and holds are under 100 us. Scaling those thresholds by 50 makes
         # them go as natively; everything else is the unchanged "poolwatch" variant.
-        from poolwatch.instrumentation import hooks, stats, tracker
-        st = engine.sync_engine.pool._poolwatch.stats
+        from poolwatch.instrumentation import accounting, stats
+        tr = engine.sync_engine.pool._poolwatch
         for name in ("checkout_duration", "hold_duration"):
-            scaled = stats.Histogram([b * 50 for b in getattr(st, name).bounds])
-            setattr(st, name, scaled)
-        hooks.EXEMPLAR_MIN_SECONDS = tracker.EXEMPLAR_MIN_SECONDS = 0.05
+            scaled = stats.Histogram([b * 50 for b in getattr(tr.stats, name).bounds])
+            setattr(tr.stats, name, scaled)
+        accounting.EXEMPLAR_MIN_SECONDS = 0.05
+        tr.specialise()  # the accounting closes over the histograms and the threshold
 
     if variant == "poolwatch-in-place":
         # instrument() after the warm-up below, on a pool that already holds connections:

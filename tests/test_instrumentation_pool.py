@@ -811,3 +811,160 @@ def test_unwrapped_driver_error_asks_the_dialect() -> None:
     assert invalidation_reason(lost, dialect) == "disconnect"
     assert invalidation_reason(other, dialect) == "error"
     assert invalidation_reason(lost) == "error"  # without a dialect nobody can tell
+
+
+# --- one accounting, three specialisations --------------------------------------------
+# The checkout/checkin accounting is one implementation specialised per configuration
+# (accounting.py): no lock on an asyncio pool, the lock on a thread-shared one, observers
+# with OpenTelemetry. The same scenario on each must give the same numbers.
+
+# (waited, held) seconds: the first bucket, a bisect, an exemplar-sized wait, a leak.
+SYNTHETIC = [(0.00005, 0.00002), (0.0003, 0.004), (0.002, 0.05), (0.7, 0.5), (3.0, 0.0001)]
+DETERMINISTIC = ("_total", "_count", "_bucket")  # not sums: they hold real durations
+
+
+def pool_samples(registry: CollectorRegistry, pool: str) -> dict[tuple[str, str], float]:
+    """Every counter and histogram sample of ``pool``, keyed by (name, le or reason)."""
+    out: dict[tuple[str, str], float] = {}
+    for family in registry.collect():
+        if family.type not in ("counter", "histogram"):
+            continue
+        for sample in family.samples:
+            if sample.labels.get("pool") == pool:
+                extra = sample.labels.get("le") or sample.labels.get("reason") or ""
+                out[(sample.name, extra)] = sample.value
+    return out
+
+
+async def async_scenario(engine: AsyncEngine) -> None:
+    for _ in range(4):
+        async with engine.connect() as conn:
+            await conn.execute(sa.text("select 1"))
+    conns = await hold(engine, 2)
+    with pytest.raises(PoolTimeoutError):
+        await hold(engine, 1)
+    await conns[0].invalidate()
+    for conn in conns:
+        await conn.close()
+
+
+def sync_scenario(engine: sa.Engine) -> None:
+    for _ in range(4):
+        with engine.connect() as conn:
+            conn.execute(sa.text("select 1"))
+    conns = [engine.connect() for _ in range(2)]
+    for conn in conns:
+        conn.execute(sa.text("select 1"))
+    with pytest.raises(PoolTimeoutError):
+        engine.connect()
+    conns[0].invalidate()
+    for conn in conns:
+        conn.close()
+
+
+def feed_synthetic(handle: poolwatch.PoolInstrumentation, pool: Any) -> None:
+    """The same waits and holds through the tracker's own accounting (real records)."""
+    from sqlalchemy.pool.base import _ConnectionRecord
+
+    tracker = handle.tracker
+    for waited, held in SYNTHETIC:
+        record = _ConnectionRecord(pool, connect=False)
+        tracker.checkout_succeeded(record, 1000.0, 1000.0 + waited)
+        tracker.checked_in(record, 1000.0 + waited + held)
+
+
+async def test_same_numbers_on_asyncio_threaded_and_observed_pools(
+    pg: PgTarget, caplog: pytest.LogCaptureFixture
+) -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    # (the real holds last about pool_timeout: well under the leak threshold)
+    settings: dict[str, Any] = {"pool_size": 2, "max_overflow": 0, "pool_timeout": 0.1}
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    registries = {name: CollectorRegistry() for name in ("asyncio", "threads", "otel")}
+    engines: dict[str, Any] = {
+        "asyncio": create_async_engine(pg.url(), **settings),
+        "threads": sa.create_engine(pg.url("psycopg"), **settings),
+        "otel": create_async_engine(pg.url(), **settings),
+    }
+    handles = {
+        name: poolwatch.instrument(
+            engine,
+            name=name,
+            registry=registries[name],
+            leak_threshold=0.45,
+            meter_provider=provider if name == "otel" else None,
+        )
+        for name, engine in engines.items()
+    }
+    # what each specialisation is built for
+    assert handles["threads"].tracker.threaded and not handles["asyncio"].tracker.threaded
+    assert handles["otel"].tracker.observers and not handles["asyncio"].tracker.observers
+    caplog.set_level(logging.WARNING, logger="poolwatch")
+    try:
+        await async_scenario(engines["asyncio"])
+        await async_scenario(engines["otel"])
+        await asyncio.to_thread(sync_scenario, engines["threads"])
+        real = {
+            name: {
+                key: v
+                for key, v in pool_samples(registries[name], name).items()
+                if key[0].endswith(("_total", "_count"))
+            }
+            for name in engines
+        }
+        assert real["asyncio"][("sqlalchemy_pool_checkouts_total", "")] == 6
+        assert real["asyncio"][("sqlalchemy_pool_timeouts_total", "")] == 1
+        assert real["asyncio"][("sqlalchemy_pool_invalidations_total", "explicit")] == 1
+        assert real["asyncio"] == real["threads"] == real["otel"]
+
+        before = {name: pool_samples(registries[name], name) for name in engines}
+        for name, engine in engines.items():
+            feed_synthetic(handles[name], getattr(engine, "sync_engine", engine).pool)
+        after = {name: pool_samples(registries[name], name) for name in engines}
+        delta = {
+            name: {
+                key: after[name][key] - before[name].get(key, 0.0)
+                for key in after[name]
+                if key[0].endswith(DETERMINISTIC)
+            }
+            for name in engines
+        }
+        assert delta["asyncio"][("sqlalchemy_pool_checkouts_total", "")] == len(SYNTHETIC)
+        assert delta["asyncio"][("sqlalchemy_pool_leaks_total", "")] == 1  # the 0.5 s hold
+        assert delta["asyncio"][("sqlalchemy_pool_checkout_duration_seconds_bucket", "0.0001")] == 1
+        assert delta["asyncio"] == delta["threads"] == delta["otel"]
+        for hist in ("checkout", "hold"):
+            name = f"sqlalchemy_pool_{hist}_duration_seconds_sum"
+            sums = {pool: after[pool][(name, "")] - before[pool][(name, "")] for pool in engines}
+            expected = sum(pair[0 if hist == "checkout" else 1] for pair in SYNTHETIC)
+            assert sums["asyncio"] == pytest.approx(expected)
+            assert sums["threads"] == pytest.approx(expected)
+            assert sums["otel"] == pytest.approx(expected)
+        assert sum("leak threshold" in r.getMessage() for r in caplog.records) == 3
+
+        # and OpenTelemetry saw the same observations the Prometheus histograms hold
+        handles["otel"].close()  # records what it buffered
+        data = reader.get_metrics_data()
+        points = {
+            metric.name: metric.data.data_points[0]
+            for rm in data.resource_metrics
+            for sm in rm.scope_metrics
+            for metric in sm.metrics
+            if metric.name.endswith(("wait_time", "use_time"))
+        }
+        for otel_name, prom_name in (
+            ("db.client.connection.wait_time", "sqlalchemy_pool_checkout_duration_seconds"),
+            ("db.client.connection.use_time", "sqlalchemy_pool_hold_duration_seconds"),
+        ):
+            assert points[otel_name].count == after["otel"][(f"{prom_name}_count", "")]
+            assert points[otel_name].sum == pytest.approx(after["otel"][(f"{prom_name}_sum", "")])
+    finally:
+        for handle in handles.values():
+            handle.close()
+        provider.shutdown()
+        await engines["asyncio"].dispose()
+        await engines["otel"].dispose()
+        engines["threads"].dispose()

@@ -18,12 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import sys
-import threading
-from asyncio import CancelledError, get_running_loop
-from bisect import bisect_left
+from asyncio import CancelledError
 from collections.abc import Callable
-from time import perf_counter, time
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy.pool.base
@@ -32,28 +29,16 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import Pool, QueuePool
 from sqlalchemy.util.queue import AsyncAdaptedQueue
 
-from poolwatch.instrumentation.context import current_route, route_tracking
-from poolwatch.instrumentation.exemplars import trace_labels
-from poolwatch.instrumentation.tracker import EXEMPLAR_MIN_SECONDS, site_of
-
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from poolwatch.instrumentation.tracker import PoolTracker
 
-_modules = sys.modules
-
 # The hooked methods, made per pool class: each calls the original class's method, bound
 # once here (the subclass has a single base, the original class: a mixin base would
-# change the instance layout and make the ``__class__`` swap fail).
+# change the instance layout and make the ``__class__`` swap fail). What a checkout and
+# a checkin record is decided once per tracker configuration: accounting.py.
 #
-# Every checkout and checkin of the application runs through them, so the common case
-# (an asyncio pool: one event-loop thread, no lock; no OpenTelemetry observer, no fork
-# check) updates the stats inline, as PoolTracker.checkout_succeeded and checked_in would:
-# a Python call costs about as much as the bookkeeping itself. Anything else goes through
-# those methods.
-
-
 # Pool.connect is ``return _ConnectionFairy._checkout(self)`` and Pool._return_conn is
 # ``self._do_return_conn(record)`` (SQLAlchemy 2.0 and 2.1): where a pool class keeps them,
 # the hooks call what they call, saving a Python frame per checkout and per checkin.
@@ -85,48 +70,10 @@ def _make_connect(cls: type[Pool]) -> Callable[[Any], Any]:
                 tracker.timed_out()
             tracker.checkout_failed(started)
             raise
-        now = perf_counter()
-        record = fairy._connection_record
-        waited = now - started
-        if not tracker.inline:
-            tracker.checkout_succeeded(record, started, now)
-            return fairy
-        try:  # PoolTracker.checkout_succeeded, inlined
-            stats = tracker.stats
-            hist = stats.checkout_duration
-            if waited <= hist.first:
-                hist.counts[0] += 1
-            else:
-                index = bisect_left(hist.bounds, waited)
-                hist.counts[index] += 1
-                # A slow checkout carries the active sampled span as an exemplar (the
-                # threshold is above the first bucket's bound, so only this branch looks;
-                # without OpenTelemetry's trace API loaded there is no span to look for).
-                if (
-                    waited >= EXEMPLAR_MIN_SECONDS
-                    and "opentelemetry.trace" in _modules
-                    and (exemplar := trace_labels()) is not None
-                ):
-                    hist.exemplars[index] = (exemplar, waited, time())
-            hist.sum += waited
-            stats.active[record] = now
-            if tracker.capture_sites:  # PoolTracker.remember_site, inlined
-                tasks = tracker.running_tasks
-                try:
-                    holder = (
-                        tasks.get(get_running_loop()) if tasks is not None else tracker.capture()
-                    )
-                except RuntimeError:  # an asyncio pool used outside its event loop
-                    holder = None
-                if holder is None:  # no task: a loop callback, or no loop at all
-                    holder = threading.current_thread()
-                record._poolwatch_site = holder
-                if route_tracking.enabled:
-                    record._poolwatch_route = current_route()
-                if stats.leaked:
-                    stats.leaked.discard(record)
-        except Exception:
-            tracker.internal_error()
+        # (read into a local, then called: CPython 3.11 specialises that, not a method
+        # call through an attribute that holds a function)
+        checkout_succeeded = tracker.checkout_succeeded
+        checkout_succeeded(fairy._connection_record, started, perf_counter())
         return fairy
 
     if counts_timeouts and not _reports_waiters(cls):
@@ -160,27 +107,8 @@ def _make_return_conn(cls: type[Pool]) -> Callable[[Any, Any], None]:
     def _return_conn(self: Any, record: Any) -> None:
         tracker: PoolTracker | None = self._poolwatch
         if tracker is not None:
-            if not tracker.inline:
-                tracker.checked_in(record)
-            else:
-                now = perf_counter()
-                try:  # PoolTracker.checked_in, inlined
-                    stats = tracker.stats
-                    acquired = stats.active.pop(record, None)
-                    if acquired is not None:  # else e.g. _checkin_failed: no checkout
-                        held = now - acquired
-                        hist = stats.hold_duration
-                        index = 0 if held <= hist.first else bisect_left(hist.bounds, held)
-                        hist.counts[index] += 1
-                        hist.sum += held
-                        if tracker.capture_sites:  # PoolTracker.check_returned_site, inlined
-                            if stats.leaked and record in stats.leaked:
-                                stats.leaked.discard(record)
-                            elif held > tracker.leak_threshold:  # type: ignore[operator]
-                                tracker.report_leak(site_of(record), held, returned=True)
-                            record._poolwatch_site = None  # let go of the holder
-                except Exception:
-                    tracker.internal_error()
+            checked_in = tracker.checked_in
+            checked_in(record, perf_counter())
         original_return_conn(self, record)
 
     return _return_conn

@@ -12,15 +12,14 @@ import contextlib
 import logging
 import os
 import sys
-import threading
 import weakref
-from asyncio import get_running_loop
 from collections.abc import Callable
 from time import perf_counter, time
 from typing import TYPE_CHECKING, Any
 
+from poolwatch.instrumentation import accounting
+from poolwatch.instrumentation.accounting import CheckinFn, CheckoutFn, Site, site_of
 from poolwatch.instrumentation.callsite import capture_callsite, capture_holder, describe_holder
-from poolwatch.instrumentation.context import current_route, route_tracking
 from poolwatch.instrumentation.exemplars import trace_labels
 from poolwatch.instrumentation.stats import PoolStats
 
@@ -29,14 +28,6 @@ if TYPE_CHECKING:
     from sqlalchemy.pool import Pool
 
 logger = logging.getLogger("poolwatch")
-# Who checked a connection out (task, thread or callsite) and the route it served. (The
-# route, not the ASGI scope: the scope reaches the request's session through
-# request.state, and keeping it would keep a leaked connection from being collected.)
-Site = tuple[object, "str | None"]
-_modules = sys.modules
-# Checkouts at least this slow carry the active sampled span as an exemplar. (Above the
-# first histogram bucket's bound: the hooks only look for a span past that bucket.)
-EXEMPLAR_MIN_SECONDS = 0.001
 _PY_CURRENT_TASKS: dict[Any, Any] | None = (
     getattr(asyncio.tasks, "_current_tasks", None) if sys.version_info < (3, 12) else None
 )
@@ -50,18 +41,24 @@ class PoolTracker:
         "_engine_ref",
         "_error_logged",
         "_fork_check",
+        "_stats",
         "capture",
-        "capture_sites",
+        "checked_in",
+        "checkout_succeeded",
         "closed",
-        "inline",
         "leak_threshold",
         "observers",
         "pool_listeners",
         "pools",
         "running_tasks",
-        "stats",
         "threaded",
     )
+
+    checkout_succeeded: CheckoutFn
+    """``(record, started, now)``: a caller that asked at ``started`` got ``record`` at
+    ``now`` (perf_counter values). Built for the current configuration by :meth:`specialise`."""
+    checked_in: CheckinFn
+    """``(record, now)``: ``record`` came back to the pool, or left it, at ``now``."""
 
     def __init__(
         self,
@@ -72,9 +69,8 @@ class PoolTracker:
         exact_callsites: bool = False,
     ) -> None:
         self._engine_ref: weakref.ref[Engine] = weakref.ref(engine)
-        self.stats = stats
+        self._stats = stats
         self.leak_threshold = None if leak_threshold is None else float(leak_threshold)
-        self.capture_sites = leak_threshold is not None
         # Who holds a connection: the exact checkout line on request, else the asyncio task
         # (an AsyncEngine's pool is used from its event loop: asyncio.current_task directly,
         # no wrapper frame) or, for a sync engine, the task or thread.
@@ -86,7 +82,7 @@ class PoolTracker:
             else capture_holder
         )
         # Before Python 3.12 asyncio.current_task() is a Python function reading this dict;
-        # remember_site and the hooks read it directly (a frame less: ~1,000 instructions).
+        # the checkout accounting reads it directly (a frame less: ~1,000 instructions).
         self.running_tasks: dict[Any, Any] | None = (
             _PY_CURRENT_TASKS if self.capture is asyncio.current_task else None
         )
@@ -103,15 +99,13 @@ class PoolTracker:
         # Set in a forked child whose pool held connections at fork (see forking.py);
         # called once, on the child's first checkout.
         self._fork_check: Callable[[PoolTracker], None] | None = None
-        # True while the pool hooks may do this tracker's bookkeeping inline (hooks.py):
-        # no lock needed, no observer, no fork check pending.
-        self.inline = not self.threaded
         # The pool event listeners (hooks.py), created once so that every pool this tracker
         # adopts shares them and detach can remove exactly these.
         self.pool_listeners: dict[str, Callable[..., None]] | None = None
         # Every pool attached to this tracker and still alive: the engine's current one
         # and those ``dispose()`` replaced while connections or waiters were still on them.
         self.pools: weakref.WeakSet[Pool] = weakref.WeakSet()
+        self.specialise()
 
     # --- what the exporters read --------------------------------------------------------
 
@@ -127,6 +121,16 @@ class PoolTracker:
         return None if engine is None else engine.pool
 
     @property
+    def stats(self) -> PoolStats:
+        """Counters, histograms and the checkout table (replaced with fresh ones after fork)."""
+        return self._stats
+
+    @stats.setter
+    def stats(self, stats: PoolStats) -> None:
+        self._stats = stats
+        self.specialise()
+
+    @property
     def name(self) -> str:
         """Value of the ``pool`` label."""
         return self.stats.name
@@ -139,59 +143,26 @@ class PoolTracker:
     @fork_check.setter
     def fork_check(self, check: Callable[[PoolTracker], None] | None) -> None:
         self._fork_check = check
-        self._update_inline()
+        self.specialise()
 
     def add_observer(self, observer: Callable[[str, float], None]) -> None:
         """Also send every (kind, seconds) observation to ``observer``."""
         self.observers.append(observer)
-        self._update_inline()
+        self.specialise()
 
     def remove_observer(self, observer: Callable[[str, float], None]) -> None:
         """Stop sending observations to ``observer`` (no error if it was not there)."""
         with contextlib.suppress(ValueError):
             self.observers.remove(observer)
-        self._update_inline()
+        self.specialise()
 
-    def _update_inline(self) -> None:
-        self.inline = not self.threaded and not self.observers and self._fork_check is None
+    def specialise(self) -> None:
+        """(Re)build :attr:`checkout_succeeded` and :attr:`checked_in` for the current
+        configuration (see accounting.py). Call it after replacing anything they close
+        over: the stats or their histograms, the observers, the fork check."""
+        self.checkout_succeeded, self.checked_in = accounting.specialise(self)
 
     # --- hot path -----------------------------------------------------------------------
-
-    def checkout_succeeded(self, record: Any, started: float, now: float | None = None) -> None:
-        """A caller got a connection; ``started`` is when it asked, ``now`` when it got it.
-
-        (hooks.py inlines the common case of this method for asyncio pools.)
-        """
-        if now is None:
-            now = perf_counter()
-        try:
-            stats = self.stats
-            waited = now - started
-            if self._fork_check is not None:
-                self._fork_check(self)
-            # Exemplars link *slow* checkouts to their traces; a sub-millisecond checkout
-            # is not worth a context lookup (~1 us), nor is any without OpenTelemetry.
-            exemplar = (
-                trace_labels()
-                if waited >= EXEMPLAR_MIN_SECONDS and "opentelemetry.trace" in _modules
-                else None
-            )
-            if self.threaded:
-                stats.lock.acquire()
-            try:
-                index = stats.checkout_duration.observe(waited)
-                if exemplar is not None:
-                    stats.checkout_duration.exemplars[index] = (exemplar, waited, time())
-                stats.active[record] = now
-                if self.capture_sites:
-                    self.remember_site(record)
-            finally:
-                if self.threaded:
-                    stats.lock.release()
-            if self.observers:
-                self._notify("checkout", waited)
-        except Exception:
-            self.internal_error()
 
     def checkout_failed(self, started: float) -> None:
         """A checkout raised (timeout, connect error, cancellation); its wait still counts."""
@@ -208,59 +179,6 @@ class PoolTracker:
                 self._notify("checkout", elapsed)
         except Exception:
             self.internal_error()
-
-    def checked_in(self, record: Any) -> None:
-        """A connection came back to the pool (or was detached from it).
-
-        (hooks.py inlines the common case of this method for asyncio pools.)
-        """
-        now = perf_counter()
-        try:
-            stats = self.stats
-            if self.threaded:
-                stats.lock.acquire()
-            try:
-                acquired = stats.active.pop(record, None)
-                if acquired is None:
-                    # e.g. _checkin_failed after a failed reconnect: there was no checkout.
-                    return
-                held = now - acquired
-                stats.hold_duration.observe(held)
-            finally:
-                if self.threaded:
-                    stats.lock.release()
-            if self.observers:
-                self._notify("hold", held)
-            if self.capture_sites:
-                self.check_returned_site(record, held)
-        except Exception:
-            self.internal_error()
-
-    def remember_site(self, record: Any) -> None:
-        """Leak detection's part of a checkout: who holds ``record`` now, for which route."""
-        tasks = self.running_tasks
-        try:
-            holder = tasks.get(get_running_loop()) if tasks is not None else self.capture()
-        except RuntimeError:  # an asyncio pool used outside its event loop
-            holder = None
-        if holder is None:  # no task: a loop callback, or no loop at all
-            holder = threading.current_thread()
-        record._poolwatch_site = holder
-        if route_tracking.enabled:
-            record._poolwatch_route = current_route()
-        if self.stats.leaked:
-            # a record is reused: a leak flag left by a racing scan must not hide this
-            # checkout's own leak
-            self.stats.leaked.discard(record)
-
-    def check_returned_site(self, record: Any, held: float) -> None:
-        """Leak detection's part of a checkin: forget the holder, report a long hold once."""
-        stats = self.stats
-        if stats.leaked and record in stats.leaked:
-            stats.leaked.discard(record)  # already reported by the scan
-        elif self.leak_threshold is not None and held > self.leak_threshold:
-            self.report_leak(site_of(record), held, returned=True)
-        record._poolwatch_site = None  # let go of the holder
 
     def wait_started(self) -> None:
         """A caller found the pool at capacity and is about to wait."""
@@ -327,7 +245,7 @@ class PoolTracker:
             if record not in self.stats.active:
                 return
             site = site_of(record)
-            self.checked_in(record)
+            self.checked_in(record, perf_counter())
             logger.warning(
                 "a connection of pool %r (pid %d) left the pool without being returned "
                 "(garbage collected or detached); %s",
@@ -391,21 +309,6 @@ class PoolTracker:
             )
         else:
             logger.debug("internal error (pool %r)", self.name, exc_info=True)
-
-
-def site_of(record: Any) -> Site | None:
-    """Who checked ``record`` out and for which request (with leak detection on).
-
-    Kept on the pool's connection record itself (SQLAlchemy's records have a
-    ``__dict__``): an attribute store costs a third of a dict entry added and removed. The
-    holder and the route are two attributes, not one tuple: without RouteMiddleware a
-    checkout stores just the holder, and allocates nothing.
-    """
-    holder: object | None = getattr(record, "_poolwatch_site", None)
-    if holder is None:
-        return None
-    route = getattr(record, "_poolwatch_route", None) if route_tracking.enabled else None
-    return holder, route
 
 
 def _describe(site: Site | None) -> str:
