@@ -38,7 +38,8 @@ variant, n, tasks, url, workload = sys.argv[1:6]
 n, tasks = int(n), int(tasks)
 
 async def main():
-    engine = create_async_engine(url, pool_size=10, max_overflow=5)
+    # (pool_timeout: under valgrind, on a busy machine, 50 tasks can wait longer than 30 s)
+    engine = create_async_engine(url, pool_size=10, max_overflow=5, pool_timeout=600)
     if variant == "poolwatch":
         poolwatch.instrument(engine, name="b", registry=CollectorRegistry(), leak_threshold=30)
     elif variant == "poolwatch-exact-callsite":

@@ -646,6 +646,35 @@ async def test_uninstrument_removes_everything(pg: PgTarget, registry: Collector
     await engine.dispose()
 
 
+async def test_failed_instrument_leaves_nothing_behind(
+    pg: PgTarget, registry: CollectorRegistry
+) -> None:
+    # Each step of instrument() registers its undo as soon as it took effect: a step that
+    # fails (here the OpenTelemetry sink, given something that is not a MeterProvider)
+    # unwinds the ones before it.
+    class NotAMeterProvider:
+        pass
+
+    engine = create_async_engine(pg.url())
+    pool = engine.sync_engine.pool
+    with pytest.raises(AttributeError, match="get_meter"):
+        poolwatch.instrument(
+            engine, name="half", registry=registry, meter_provider=NotAMeterProvider()
+        )
+    try:
+        assert engine.sync_engine.pool is pool and type(pool) is AsyncAdaptedQueuePool
+        assert list(registry.collect()) == []  # the collector it registered is gone again
+        handle = poolwatch.instrument(engine, name="half", registry=registry)
+        assert handle.name == "half"  # not "half#2": nothing of the failed attempt is left
+        async with engine.connect():
+            pass
+        assert value(registry, "sqlalchemy_pool_checkouts_total", "half") == 1
+        handle.close()
+        assert list(registry.collect()) == []
+    finally:
+        await engine.dispose()
+
+
 async def test_two_engines_side_by_side(pg: PgTarget, registry: CollectorRegistry) -> None:
     primary = create_async_engine(pg.url(), pool_size=2)
     replica = create_async_engine(pg.url(), pool_size=4)

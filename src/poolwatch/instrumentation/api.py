@@ -6,6 +6,7 @@ import logging
 import os
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -40,22 +41,17 @@ class PoolInstrumentation:
     series disappear as if :meth:`close` had been called.
     """
 
-    def __init__(
-        self,
-        engine: Engine,
-        tracker: PoolTracker,
-        registry: CollectorRegistry,
-        collector: PoolCollector | None,
-        sinks: list[Any] | None = None,
-    ) -> None:
+    def __init__(self, engine: Engine, tracker: PoolTracker) -> None:
         self._engine_ref: weakref.ref[Engine] = weakref.ref(engine)
-        self._engine_id = id(engine)
         self.tracker = tracker
         self.name = tracker.name
-        self._registry = registry
-        self._collector = collector
-        # Extra exporters (multiprocess writer, OpenTelemetry sink): each has close().
-        self._sinks: list[Any] = sinks or []
+        # What close() runs, last first: every step of instrument() registers its own
+        # undo right after it took effect, so nothing it did can be left behind.
+        self._undo: list[Callable[[], object]] = []
+
+    def on_close(self, undo: Callable[[], object]) -> None:
+        """Run ``undo`` when the handle is closed (after those registered later)."""
+        self._undo.append(undo)
 
     @property
     def engine(self) -> Engine | None:
@@ -70,25 +66,20 @@ class PoolInstrumentation:
     def close(self) -> None:
         """Remove every hook and listener and every series of this pool. Idempotent."""
         with _lock:
-            tracker = self.tracker
-            if tracker.closed:
+            if self.tracker.closed:
                 return
-            tracker.closed = True
-            hooks.detach_all(tracker)
-            reaper.remove(tracker)
-            forking.unwatch(tracker)
-            for sink in self._sinks:
-                flusher.remove(sink)
-                forking.unwatch(sink)
+            self.tracker.closed = True  # hooks and listeners still reached go quiet now
+            while self._undo:
+                undo = self._undo.pop()
                 try:
-                    sink.close()
+                    undo()
                 except Exception:
-                    logger.warning("closing %r failed", sink, exc_info=True)
-            if self._collector is not None:
-                self._collector.remove(tracker)
-                release_collector(self._registry, self._collector)
-            if _handles.get(self._engine_id) is self:
-                del _handles[self._engine_id]
+                    logger.warning(
+                        "undoing instrument() of pool %r: %r failed",
+                        self.name,
+                        undo,
+                        exc_info=True,
+                    )
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "active"
@@ -205,31 +196,76 @@ def instrument(
             leak_threshold=leak_threshold,
             exact_callsites=leak_callsite == "checkout",
         )
-        sinks: list[Any] = []
-        if multiprocess:
-            writer = mp.MultiprocessWriter(tracker)
-            sinks.append(writer)
-            forking.watch_sink(writer)
-            flusher.add(writer)
-        if meter_provider is not None:
-            from poolwatch.instrumentation.otel import OtelSink
-
-            sinks.append(OtelSink(tracker, meter_provider))
-        if application_name:
-            from poolwatch.instrumentation.appname import ApplicationName, default_name
-
-            chosen = default_name(label) if application_name is True else str(application_name)
-            sinks.append(ApplicationName(sync_engine, chosen))
-        hooks.attach_engine(sync_engine, tracker)
-        forking.watch(tracker)
-        if collector is not None:
-            collector.add(tracker)
-        if leak_threshold is not None:
-            reaper.add(tracker)
-        handle = PoolInstrumentation(sync_engine, tracker, registry, collector, sinks)
-        _handles[id(sync_engine)] = handle
-        weakref.finalize(sync_engine, handle.close)  # engine dropped: its series go too
+        handle = PoolInstrumentation(sync_engine, tracker)
+        try:
+            _install(
+                handle,
+                sync_engine,
+                registry,
+                collector,
+                multiprocess,
+                meter_provider,
+                application_name,
+            )
+        except BaseException:
+            handle.close()  # a step failed: undo those that took effect
+            raise
         return handle
+
+
+def _install(
+    handle: PoolInstrumentation,
+    engine: Engine,
+    registry: CollectorRegistry,
+    collector: PoolCollector | None,
+    multiprocess: bool,
+    meter_provider: Any,
+    application_name: str | bool,
+) -> None:
+    """The steps of :func:`instrument`, each followed by the registration of its undo."""
+    tracker = handle.tracker
+    on_close = handle.on_close
+    if collector is not None:
+        on_close(lambda: release_collector(registry, collector))
+    if multiprocess:
+        from poolwatch.instrumentation import multiprocess as mp
+
+        writer = mp.MultiprocessWriter(tracker)
+        on_close(writer.close)
+        forking.watch_sink(writer)
+        on_close(lambda: forking.unwatch(writer))
+        flusher.add(writer)
+        on_close(lambda: flusher.remove(writer))
+    if meter_provider is not None:
+        from poolwatch.instrumentation.otel import OtelSink
+
+        on_close(OtelSink(tracker, meter_provider).close)
+    if application_name:
+        from poolwatch.instrumentation.appname import ApplicationName, default_name
+
+        label = tracker.name
+        chosen = default_name(label) if application_name is True else str(application_name)
+        on_close(ApplicationName(engine, chosen).close)
+    hooks.attach_engine(engine, tracker)
+    on_close(lambda: hooks.detach_all(tracker))
+    forking.watch(tracker)
+    on_close(lambda: forking.unwatch(tracker))
+    if collector is not None:
+        collector.add(tracker)
+        on_close(lambda: collector.remove(tracker))
+    if tracker.leak_threshold is not None:
+        reaper.add(tracker)
+        on_close(lambda: reaper.remove(tracker))
+    engine_id = id(engine)
+    _handles[engine_id] = handle
+
+    def forget() -> None:
+        if _handles.get(engine_id) is handle:
+            del _handles[engine_id]
+
+    on_close(forget)
+    # the engine dropped by the application: its series go too
+    on_close(weakref.finalize(engine, handle.close).detach)
 
 
 def uninstrument(engine: Any) -> None:
