@@ -587,9 +587,17 @@ async def test_pool_in_use_is_instrumented_in_place(
     held = await engine.connect()
     await held.execute(sa.text("select 1"))
     pool = engine.pool
-    poolwatch.instrument(engine, name="in-use", registry=registry)
+    before = dict(pool.__dict__)
+    handle = poolwatch.instrument(engine, name="in-use", registry=registry)
     try:
         assert engine.pool is pool  # its connections point at it: it keeps its identity
+        # its attributes moved to a dict of the instrumented class: all of them, unchanged
+        # (but the creator, which is wrapped, and the tracker, which is added)
+        after = {
+            k: v for k, v in pool.__dict__.items() if k not in ("_poolwatch", "_invoke_creator")
+        }
+        assert after.keys() == before.keys() - {"_invoke_creator"}
+        assert all(after[k] is before[k] for k in after)
         assert value(registry, "sqlalchemy_pool_checked_out", "in-use") == 1
         await held.close()  # checked out before poolwatch: returned, not counted
         assert_gauges_match_pool(registry, engine, "in-use")
@@ -598,6 +606,11 @@ async def test_pool_in_use_is_instrumented_in_place(
             pass
         assert value(registry, "sqlalchemy_pool_checkouts_total", "in-use") == 1
         assert value(registry, "sqlalchemy_pool_checkins_total", "in-use") == 1
+        handle.close()
+        assert type(engine.pool) is AsyncAdaptedQueuePool and engine.pool is pool
+        assert pool.__dict__.keys() == before.keys()
+        async with engine.connect() as conn:
+            assert (await conn.execute(sa.text("select 1"))).scalar() == 1
     finally:
         await engine.dispose()
 
