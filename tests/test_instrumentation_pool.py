@@ -23,7 +23,7 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool, NullPool, StaticPool
 from sqlalchemy.util.queue import AsyncAdaptedQueue, QueueCommon
 
 import poolwatch
-from poolwatch.instrumentation.hooks import invalidation_reason
+from poolwatch.instrumentation.listeners import invalidation_reason
 from poolwatch.metric_names import INVALIDATION_REASONS
 from support import PgTarget, terminate_backend, wait_for_sample
 from support import hold_connections as hold

@@ -10,24 +10,23 @@ that adds the measurements and otherwise defers to the original. Because
 A pool that has not connected yet is not swapped but rebuilt as that subclass
 (attach_engine), which keeps CPython's specialised method lookups on it.
 
-Rare events (invalidation, detach) use ordinary pool event listeners, which
-``recreate()`` carries over to the new pool as well.
+Rare events (invalidation, detach) use ordinary pool event listeners (listeners.py),
+which ``recreate()`` carries over to the new pool as well.
 """
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-from asyncio import CancelledError
 from collections.abc import Callable
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy.pool.base
-from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import Pool, QueuePool
 from sqlalchemy.util.queue import AsyncAdaptedQueue
+
+from poolwatch.instrumentation import listeners
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -310,16 +309,7 @@ def attach(pool: Pool, tracker: PoolTracker) -> None:
     creator = pool._invoke_creator
     if getattr(creator, "__wrapped__", None) is None:
         pool._invoke_creator = tracker.wrap_creator(creator)  # type: ignore[assignment]
-    # recreate() (engine.dispose(), the rebuild in attach_engine) copies the old pool's
-    # listeners into the new one: ours may be there already. event.contains() cannot tell
-    # (it knows a listener by the target it was registered on), so look at the pool's own
-    # listener collection. Registered through the engine, a listener is known by the
-    # engine's key wherever recreate() copied it, and detach() can remove every copy.
-    engine = tracker.engine
-    target: Any = engine if engine is not None and engine.pool is pool else pool
-    for name, fn in _listeners_for(tracker).items():
-        if fn not in getattr(pool.dispatch, name):
-            event.listen(target, name, fn)
+    listeners.add(pool, tracker)
 
 
 def detach(pool: Pool, tracker: PoolTracker) -> None:
@@ -334,13 +324,7 @@ def detach(pool: Pool, tracker: PoolTracker) -> None:
     wrapped = getattr(pool._invoke_creator, "__wrapped__", None)
     if wrapped is not None:
         pool._invoke_creator = wrapped
-    engine = tracker.engine
-    for name, fn in _listeners_for(tracker).items():
-        for target in (engine, pool):
-            # removing by the engine's key removes it from every pool it was copied to
-            with contextlib.suppress(Exception):
-                if target is not None and event.contains(target, name, fn):
-                    event.remove(target, name, fn)
+    listeners.remove(pool, tracker)
 
 
 def detach_all(tracker: PoolTracker) -> None:
@@ -353,64 +337,3 @@ def detach_all(tracker: PoolTracker) -> None:
         pools.append(engine.pool)
     for pool in pools:
         detach(pool, tracker)
-
-
-def _listeners_for(tracker: PoolTracker) -> dict[str, Any]:
-    cached: dict[str, Any] | None = tracker.pool_listeners
-    if cached is not None:
-        return cached
-
-    def on_invalidate(dbapi_connection: Any, record: Any, exception: BaseException | None) -> None:
-        if not tracker.closed:
-            engine = tracker.engine
-            dialect = None if engine is None else engine.dialect
-            tracker.stats.count_invalidation(invalidation_reason(exception, dialect))
-
-    def on_soft_invalidate(
-        dbapi_connection: Any, record: Any, exception: BaseException | None
-    ) -> None:
-        if not tracker.closed:
-            tracker.stats.count_invalidation("soft")
-
-    def on_detach(dbapi_connection: Any, record: Any) -> None:
-        if not tracker.closed:
-            tracker.detached(record)
-
-    listeners: dict[str, Callable[..., None]] = {
-        "invalidate": on_invalidate,
-        "soft_invalidate": on_soft_invalidate,
-        "detach": on_detach,
-    }
-    tracker.pool_listeners = listeners
-    return listeners
-
-
-def invalidation_reason(exception: BaseException | None, dialect: Any = None) -> str:
-    """Bounded ``reason`` label of an invalidation (INVALIDATION_REASONS, docs/metrics.md).
-
-    ``dialect`` (the engine's) tells a lost connection from another error when SQLAlchemy
-    invalidated on an exception it has not wrapped (a failed reset on checkin, say).
-    """
-    if exception is None:
-        return "explicit"  # invalidate() called by the application or by SQLAlchemy
-    if isinstance(exception, sa_exc.InvalidatePoolError):
-        return "pre_ping"  # raised by the pre-ping when the ping found a dead connection
-    if isinstance(exception, sa_exc.DisconnectionError):
-        return "disconnect"
-    if isinstance(exception, sa_exc.DBAPIError):
-        return "disconnect" if exception.connection_invalidated else "error"
-    # SQLAlchemy drops a connection when an operation on it is interrupted, as it cannot
-    # know what state it was left in: that is not the server going away.
-    if isinstance(exception, CancelledError):
-        return "cancelled"  # the task was cancelled during a checkout, query or reset
-    if isinstance(exception, TimeoutError):
-        return "timeout"  # a driver-side timeout (asyncio.TimeoutError), e.g. command_timeout
-    if not isinstance(exception, Exception):
-        return "interrupted"  # KeyboardInterrupt, SystemExit, GeneratorExit
-    if isinstance(exception, OSError):
-        return "disconnect"  # the socket failed
-    try:
-        lost = dialect is not None and bool(dialect.is_disconnect(exception, None, None))
-    except Exception:
-        lost = False
-    return "disconnect" if lost else "error"
