@@ -132,15 +132,15 @@ def specialise(tracker: PoolTracker) -> tuple[CheckoutFn, CheckinFn]:
             finally:
                 if lock is not None:
                     lock.release()
-            if observers:
-                for observer in observers:
-                    observer("hold", held)
             if capture_sites:
                 if leaked and record in leaked:
                     leaked.discard(record)  # already reported by the scan
                 elif held > leak_threshold:
                     report_leak(site_of(record), held, returned=True)
                 record._poolwatch_site = None  # let go of the holder
+            if observers:
+                for observer in observers:
+                    observer("hold", held)
         except Exception:
             internal_error()
 
