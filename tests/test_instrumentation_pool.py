@@ -470,8 +470,15 @@ async def test_invalidations_equal_sqlalchemys_through_disposes(
                     await terminate_backend(pg.dsn, pid)
                     with pytest.raises(sa.exc.DBAPIError):
                         await conn.execute(sa.text("select 1"))
-            assert len(seen) == round_
+            assert len(seen) == round_, seen
             explicit = sum(1 for exc in seen if exc is None)
+            reasons = {
+                reason: value(
+                    registry, "sqlalchemy_pool_invalidations_total", "redo", reason=reason
+                )
+                for reason in INVALIDATION_REASONS
+            }
+            assert sum(r or 0 for r in reasons.values()) == round_, (reasons, seen)
             assert (
                 value(registry, "sqlalchemy_pool_invalidations_total", "redo", reason="explicit")
                 == explicit
@@ -1010,3 +1017,27 @@ async def test_same_numbers_on_asyncio_threaded_and_observed_pools(
         await engines["asyncio"].dispose()
         await engines["otel"].dispose()
         engines["threads"].dispose()
+
+
+async def test_driver_error_on_a_lost_connection_is_a_disconnect(pg: PgTarget) -> None:
+    # SQLAlchemy invalidates on the driver's own exception when a reset on checkin fails;
+    # asyncpg's message then often is not "connection is closed": the dialect is asked
+    # about the connection itself.
+    engine = create_async_engine(pg.url())
+    try:
+        async with engine.connect() as conn:
+            pid = (await conn.execute(sa.text("select pg_backend_pid()"))).scalar()
+            dbapi_connection = (await conn.get_raw_connection()).dbapi_connection
+            await terminate_backend(pg.dsn, pid)
+            for _ in range(500):  # until asyncpg has seen the socket close
+                if dbapi_connection._connection.is_closed():  # type: ignore[union-attr]
+                    break
+                await asyncio.sleep(0.01)
+            error = engine.dialect.dbapi.InterfaceError(  # type: ignore[union-attr]
+                "connection was closed in the middle of operation"
+            )
+            assert invalidation_reason(error, engine.dialect, dbapi_connection) == "disconnect"
+            assert invalidation_reason(error, engine.dialect) == "error"  # the message alone
+            await conn.invalidate()
+    finally:
+        await engine.dispose()

@@ -57,7 +57,8 @@ def listeners_for(tracker: PoolTracker) -> dict[str, Any]:
         if not tracker.closed:
             engine = tracker.engine
             dialect = None if engine is None else engine.dialect
-            tracker.stats.count_invalidation(invalidation_reason(exception, dialect))
+            reason = invalidation_reason(exception, dialect, dbapi_connection)
+            tracker.stats.count_invalidation(reason)
 
     def on_soft_invalidate(
         dbapi_connection: Any, record: Any, exception: BaseException | None
@@ -78,11 +79,15 @@ def listeners_for(tracker: PoolTracker) -> dict[str, Any]:
     return listeners
 
 
-def invalidation_reason(exception: BaseException | None, dialect: Any = None) -> str:
+def invalidation_reason(
+    exception: BaseException | None, dialect: Any = None, dbapi_connection: Any = None
+) -> str:
     """Bounded ``reason`` label of an invalidation (INVALIDATION_REASONS, docs/metrics.md).
 
     ``dialect`` (the engine's) tells a lost connection from another error when SQLAlchemy
-    invalidated on an exception it has not wrapped (a failed reset on checkin, say).
+    invalidated on an exception it has not wrapped (a failed reset on checkin, say); given
+    the invalidated ``dbapi_connection`` it looks at the connection itself (asyncpg's
+    ``is_closed()``, psycopg's ``closed``/``broken``), not only at the message.
     """
     if exception is None:
         return "explicit"  # invalidate() called by the application or by SQLAlchemy
@@ -103,7 +108,9 @@ def invalidation_reason(exception: BaseException | None, dialect: Any = None) ->
     if isinstance(exception, OSError):
         return "disconnect"  # the socket failed
     try:
-        lost = dialect is not None and bool(dialect.is_disconnect(exception, None, None))
+        lost = dialect is not None and bool(
+            dialect.is_disconnect(exception, dbapi_connection, None)
+        )
     except Exception:
         lost = False
     return "disconnect" if lost else "error"
