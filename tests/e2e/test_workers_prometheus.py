@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from poolwatch.metric_names import INVALIDATION_REASONS
 from prom_support import (
     RULE_FILES,
     Process,
@@ -112,7 +113,8 @@ def test_first_leak_and_first_timeout_are_counted_and_alerted(stack: Any) -> Non
             DEADLINE, 0.2, f"{name} scraped at 0",
         )  # fmt: skip
     wait_until(
-        lambda: len(query(prometheus, 'sqlalchemy_pool_invalidations_total{pool="app"}')) == 5,
+        lambda: len(query(prometheus, 'sqlalchemy_pool_invalidations_total{pool="app"}'))
+        == len(INVALIDATION_REASONS),
         DEADLINE, 0.2, "every invalidation reason at 0",
     )  # fmt: skip
     wait_until(
