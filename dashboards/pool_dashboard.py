@@ -215,7 +215,7 @@ def throughput() -> list[Panel]:
         ),
         timeseries(
             "Invalidations by reason",
-            "Connections invalidated per 5 minutes (pre_ping, disconnect, soft, explicit). "
+            f"Connections invalidated per 5 minutes, by reason ({', '.join(m.INVALIDATION_REASONS)}). "
             f"More than {burst.number} in {burst.window}: {burst.alert}.",
             [
                 target(

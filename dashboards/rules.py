@@ -154,8 +154,9 @@ def _pool_alerts() -> tuple[Alert, ...]:
             _increase(m.POOL_INVALIDATIONS, t.POOL_INVALIDATION_BURST),
             "Many pooled connections were invalidated.",
             f"Pool {POOL_AT} invalidated {COUNT} connections (reason {lab('reason')}) in the "
-            f"last {words(str(t.POOL_INVALIDATION_BURST.window))}: the server restarted, "
-            "failed over, or something between drops connections.",
+            f"last {words(str(t.POOL_INVALIDATION_BURST.window))}. pre_ping or disconnect: the "
+            "server restarted, failed over, or something between drops connections; cancelled "
+            "or timeout: requests were cancelled or timed out in the middle of a query.",
         ),
     )
 
