@@ -215,7 +215,8 @@ def throughput() -> list[Panel]:
         ),
         timeseries(
             "Invalidations by reason",
-            f"Connections invalidated per 5 minutes, by reason ({', '.join(m.INVALIDATION_REASONS)}). "
+            "Connections invalidated per 5 minutes, by reason "
+            f"({', '.join(m.INVALIDATION_REASONS)}). "
             f"More than {burst.number} in {burst.window}: {burst.alert}.",
             [
                 target(
