@@ -1,4 +1,4 @@
-"""A sync Engine under threads (psycopg), and a real FastAPI app: seed 000's verification,
+"""A sync Engine under threads (psycopg), and a real FastAPI app: the pool-exhaustion guide's verification,
 route names in leak reports, and /metrics served off the event loop."""
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def test_sync_invalidations_equal_sqlalchemys_through_disposes(pg: PgTarget, clo
 
 
 class App:
-    """A FastAPI app whose handlers use a yield-scoped AsyncSession (seed 000, step 1)."""
+    """A FastAPI app whose handlers use a yield-scoped AsyncSession (the guide's step 1)."""
 
     def __init__(self, url: str, registry: CollectorRegistry, leak_threshold: float | None) -> None:
         self.engine = create_async_engine(url, pool_size=5, max_overflow=5, pool_timeout=10)
@@ -160,7 +160,7 @@ class App:
 
         @app.get("/leak/{n}")
         async def leak(n: int) -> dict[str, str]:
-            session = self.sessions()  # a session kept beyond its request (seed 000)
+            session = self.sessions()  # a session kept beyond its request (the guide's leak)
             await session.execute(sa.text("select 1"))
             self.leaked.append(session)
             return {"ok": "leaked"}
@@ -189,7 +189,7 @@ def client_app(pg: PgTarget, registry: CollectorRegistry) -> Iterator[App]:
     app.handle.close()
 
 
-async def test_seed_000_connections_return_under_load(
+async def test_connections_return_to_baseline_under_load(
     client_app: App, registry: CollectorRegistry
 ) -> None:
     transport = httpx.ASGITransport(app=client_app.app)
