@@ -2,8 +2,8 @@
 
 A process that forks hands its children a copy of every pool, including the DBAPI
 connections (sockets) the parent already opened. If a child uses them, two processes talk
-over one socket. The fix the sizing guides give is ``engine.dispose(close=False)`` in the child right
-after fork (gunicorn's ``post_fork`` hook) or creating the engine after fork. Here:
+over one socket. The fix the sizing guides give is ``engine.dispose(close=False)`` in the
+child right after fork (gunicorn's ``post_fork`` hook) or creating the engine after fork. Here:
 
 * the child's copy of every tracker starts from fresh, zeroed :class:`PoolStats` (the
   parent's counts and histograms stay the parent's: nothing is counted twice) with fresh
