@@ -178,3 +178,8 @@ def test_help_has_examples() -> None:
         result = poolwatch(*args)
         assert result.returncode == 0
         assert "examples:" in result.stdout
+
+
+def test_a_flag_prefix_is_not_guessed() -> None:
+    # --max-conn would silently be --max-connections with argparse's default abbreviations
+    assert_one_line_error(poolwatch("size", "--max-conn", "100", "--workers", "2"), "--max-conn")

@@ -67,7 +67,12 @@ class Style:
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (no usage dump) and exits 2."""
+    """argparse, but a usage error is one line (no usage dump) and exits 2, and a flag is
+    never guessed from a prefix (``--max-conn`` is not silently ``--max-connections``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         # argparse quotes the offending argument, which may be a mistyped --dsn URL
