@@ -144,6 +144,14 @@ POOL_LEAKS = MetricSpec(
     "Checkouts held longer than the leak threshold (each counted once).",
     (POOL_LABEL,),
 )
+# Configuration (instrument(through_pgbouncer=...)): pools with 1 are budgeted against
+# PgBouncer's max_client_conn instead of PostgreSQL's max_connections.
+POOL_THROUGH_PGBOUNCER = MetricSpec(
+    "sqlalchemy_pool_through_pgbouncer",
+    "gauge",
+    "1 when the pool connects through PgBouncer (instrument(through_pgbouncer=True)), else 0.",
+    (POOL_LABEL,),
+)
 
 INSTRUMENTATION_METRICS: tuple[MetricSpec, ...] = (
     POOL_SIZE,
@@ -166,6 +174,7 @@ INSTRUMENTATION_METRICS: tuple[MetricSpec, ...] = (
     POOL_CONNECT_ERRORS,
     POOL_INVALIDATIONS,
     POOL_LEAKS,
+    POOL_THROUGH_PGBOUNCER,
 )
 
 INVALIDATION_REASONS: tuple[str, ...] = (

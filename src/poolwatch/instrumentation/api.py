@@ -110,6 +110,7 @@ def instrument(
     meter_provider: Any = None,
     prometheus: bool = True,
     application_name: str | bool = False,
+    through_pgbouncer: bool = False,
 ) -> PoolInstrumentation:
     """Export the connection pool of ``engine`` (an ``AsyncEngine`` or ``Engine``).
 
@@ -140,6 +141,10 @@ def instrument(
             ``<OTEL_SERVICE_NAME>/<pool>`` (just ``<pool>`` without that variable). Printable
             ASCII, at most 63 bytes, the same in every worker. A name the user set
             (``connect_args``, URL, ``server_settings``, ``options``, ``PGAPPNAME``) wins.
+        through_pgbouncer: the engine connects to PostgreSQL through PgBouncer. Exported as
+            ``sqlalchemy_pool_through_pgbouncer`` 1 (else 0): the alert rules then budget
+            this pool against PgBouncer's ``max_client_conn`` instead of PostgreSQL's
+            ``max_connections`` (docs/dashboards.md, "PgBouncer").
 
     Returns:
         A :class:`PoolInstrumentation` handle; ``handle.close()`` undoes everything.
@@ -192,7 +197,7 @@ def instrument(
             label = f"{label}#{suffix}"
         tracker = PoolTracker(
             sync_engine,
-            PoolStats(label),
+            PoolStats(label, through_pgbouncer=bool(through_pgbouncer)),
             leak_threshold=leak_threshold,
             exact_callsites=leak_callsite == "checkout",
         )

@@ -14,10 +14,10 @@ Gauge aggregation across processes (``multiprocess_mode``):
 
 * ``livesum``: size, max_overflow, checked_out, idle, overflow, waiting. The sum over
   workers is the number that matters (the connection budget is per worker x workers).
-* ``livemax``: timeout_seconds (configuration, the same everywhere),
-  oldest_checkout_seconds (the oldest checkout anywhere is what leak alerts want) and the
-  ``worker_max`` companions of utilization / checked_out / waiting (the busiest worker,
-  which the sums hide).
+* ``livemax``: timeout_seconds and through_pgbouncer (configuration, the same everywhere:
+  a sum would read 4 for 4 workers), oldest_checkout_seconds (the oldest checkout anywhere
+  is what leak alerts want) and the ``worker_max`` companions of utilization / checked_out /
+  waiting (the busiest worker, which the sums hide).
 
 Every counter and histogram series of a pool is written at 0 when it is instrumented, so
 the first event is an increase Prometheus can see.
@@ -72,6 +72,7 @@ _GAUGE_MODES: dict[str, str] = {
     m.POOL_WORKER_MAX_UTILIZATION.name: "livemax",
     m.POOL_WORKER_MAX_CHECKED_OUT.name: "livemax",
     m.POOL_WORKER_MAX_WAITING.name: "livemax",
+    m.POOL_THROUGH_PGBOUNCER.name: "livemax",
 }
 _COUNTERS = {spec.name: attr for spec, attr in COUNTER_FIELDS}
 _HISTOGRAMS = {spec.name: attr for spec, attr in HISTOGRAM_FIELDS}

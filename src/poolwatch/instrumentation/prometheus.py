@@ -65,6 +65,7 @@ def pool_gauges(tracker: PoolTracker) -> dict[str, float]:
             checked_out = len(tracker.stats.active)
         values[m.POOL_CHECKED_OUT.name] = checked_out
         values[m.POOL_WORKER_MAX_CHECKED_OUT.name] = checked_out
+    values[m.POOL_THROUGH_PGBOUNCER.name] = 1.0 if tracker.stats.through_pgbouncer else 0.0
     return values
 
 

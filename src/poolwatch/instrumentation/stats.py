@@ -110,6 +110,8 @@ class PoolStats:
 
     name: str
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # instrument(through_pgbouncer=...): configuration, exported as a 1/0 gauge.
+    through_pgbouncer: bool = False
     # Checkouts and checkins are not counted separately on the hot path: every checkout
     # attempt lands in checkout_duration (successful ones = count - failed_checkouts) and
     # every checkin in hold_duration.
