@@ -13,7 +13,9 @@ and commit the modules and every generated file (``tests/test_dashboards.py`` an
 - ``panels.py``: panel builders and the dashboard envelope;
 - ``promql.py``: PromQL pieces shared by dashboards and rules;
 - ``pool_dashboard.py``, ``postgres_dashboard.py``: the two dashboards, one function per row;
-- ``rules.py``: the alert and recording rules (its docstring: how to add an alert);
+- ``rules.py``: the pool and PostgreSQL rules (its docstring: how to add an alert);
+- ``pgbouncer_rules.py``, ``budget_rules.py``, ``server_rules.py``: PgBouncer's rules, the
+  chain budget, the server's own alerts;
 - ``rule_yaml.py``: rule files as data and their YAML text.
 """
 
@@ -32,15 +34,25 @@ for _path in (HERE, HERE.parent / "src"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
+from budget_rules import BUDGET_RULES  # noqa: E402
+from pgbouncer_rules import PGBOUNCER_RULES  # noqa: E402
 from pool_dashboard import pool_dashboard  # noqa: E402
 from postgres_dashboard import postgres_dashboard  # noqa: E402
-from rule_yaml import render_rules  # noqa: E402
-from rules import RULE_FILES  # noqa: E402
+from rule_yaml import RuleFile, render_rules  # noqa: E402
+from rules import POOL_RULES, POSTGRES_RULES  # noqa: E402
+from server_rules import SERVER_RULES  # noqa: E402
 
 DASHBOARDS: dict[str, Callable[[], dict[str, Any]]] = {
     "sqlalchemy-pool.json": pool_dashboard,
     "postgresql-sessions.json": postgres_dashboard,
 }
+RULE_FILES: tuple[RuleFile, ...] = (
+    BUDGET_RULES,
+    PGBOUNCER_RULES,
+    POOL_RULES,
+    POSTGRES_RULES,
+    SERVER_RULES,
+)
 
 
 def render(builder: Callable[[], dict[str, Any]]) -> str:

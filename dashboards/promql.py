@@ -55,3 +55,26 @@ def quiet_as_zero(expr: str, selector: str = PG_SEL, *, aggregated: bool = False
     if aggregated:
         return f"{expr} or on () 0 * max{up}"
     return f"{expr} or on (job, instance) 0 * {up}"
+
+
+# --- PgBouncer ------------------------------------------------------------------------------
+
+# PgBouncer's admin console is a pseudo-database (pool "pgbouncer"/"pgbouncer" in SHOW POOLS,
+# pool_size 2 in SHOW DATABASES) with no PostgreSQL connections behind it.
+PGB_REAL = 'database!="pgbouncer"'
+
+
+def as_pool_database(expr: str) -> str:
+    """A SHOW DATABASES series keyed like SHOW POOLS: its ``name`` becomes ``database``.
+
+    (pgbouncer_databases_* carry both: ``name`` is PgBouncer's database, which SHOW POOLS
+    calls ``database``; their own ``database`` is the PostgreSQL database behind it.)
+    """
+    return f'label_replace({expr}, "database", "$1", "name", "(.*)")'
+
+
+def min_capped(expr: str, cap: str, on: str) -> str:
+    """min(``expr``, ``cap``) per series of ``expr``, matched ``on`` labels; ``expr`` where
+    there is no ``cap`` (PgBouncer's 0 = unlimited, filtered out of ``cap`` by the caller)."""
+    minus = f"- on ({on}) group_left ()" if on else "-"
+    return f"{expr}\n  -\nclamp_min(\n  {expr}\n    {minus}\n  ({cap}),\n  0\n)\n  or\n{expr}"

@@ -72,6 +72,31 @@ POSTGRES_BLOCKED_SESSIONS = Threshold("PoolwatchPostgresBlockedSessions", "warni
 # Long enough to ride out a rolling deploy, when old and new workers both report.
 CONNECTION_BUDGET_EXCEEDED = Threshold("PoolwatchConnectionBudgetExceeded", "warning", "15m")
 
+# --- PgBouncer (alerts/pgbouncer.rules.yml) -------------------------------------------------
+
+PGBOUNCER_DOWN = Threshold("PoolwatchPgBouncerDown", "critical", "1m", 0)
+PGBOUNCER_CLIENTS_WAITING = Threshold("PoolwatchPgBouncerClientsWaiting", "warning", "2m", 0)
+# The same bound as the app's checkout wait (seeds: > 500 ms sustained > 2 m): the queue
+# moved into PgBouncer, the patience of the caller did not.
+PGBOUNCER_WAIT_SLOW = Threshold(
+    "PoolwatchPgBouncerWaitSlow", "warning", POOL_CHECKOUT_SLOW.for_, POOL_CHECKOUT_SLOW.value
+)
+PGBOUNCER_SERVER_POOL_SATURATED = Threshold(
+    "PoolwatchPgBouncerServerPoolSaturated", "warning", "5m"
+)
+PGBOUNCER_CLIENT_CONNECTIONS = Threshold(
+    "PoolwatchPgBouncerClientConnectionsNearLimit", "warning", "5m", 0.85
+)
+
+# --- the chain budget (alerts/budget.rules.yml) ----------------------------------------------
+
+PGBOUNCER_CLIENT_BUDGET_EXCEEDED = Threshold(
+    "PoolwatchPgBouncerClientBudgetExceeded", "warning", CONNECTION_BUDGET_EXCEEDED.for_
+)
+PGBOUNCER_SERVER_BUDGET_EXCEEDED = Threshold(
+    "PoolwatchPgBouncerServerBudgetExceeded", "warning", CONNECTION_BUDGET_EXCEEDED.for_
+)
+
 ALL: tuple[Threshold, ...] = (
     POOL_NEAR_CAPACITY,
     POOL_EXHAUSTED,
@@ -89,6 +114,13 @@ ALL: tuple[Threshold, ...] = (
     POSTGRES_LOCK_WAITS,
     POSTGRES_BLOCKED_SESSIONS,
     CONNECTION_BUDGET_EXCEEDED,
+    PGBOUNCER_DOWN,
+    PGBOUNCER_CLIENTS_WAITING,
+    PGBOUNCER_WAIT_SLOW,
+    PGBOUNCER_SERVER_POOL_SATURATED,
+    PGBOUNCER_CLIENT_CONNECTIONS,
+    PGBOUNCER_CLIENT_BUDGET_EXCEEDED,
+    PGBOUNCER_SERVER_BUDGET_EXCEEDED,
 )
 
 # --- the server's sessions, limits and role (alerts/server.rules.yml) ------------------------
