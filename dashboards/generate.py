@@ -12,7 +12,8 @@ and commit the modules and every generated file (``tests/test_dashboards.py`` an
 
 - ``panels.py``: panel builders and the dashboard envelope;
 - ``promql.py``: PromQL pieces shared by dashboards and rules;
-- ``pool_dashboard.py``, ``postgres_dashboard.py``: the two dashboards, one function per row;
+- ``pool_dashboard.py``, ``postgres_dashboard.py``, ``pgbouncer_dashboard.py``,
+  ``chain_dashboard.py``: the dashboards, one function per row;
 - ``rules.py``: the pool and PostgreSQL rules (its docstring: how to add an alert);
 - ``pgbouncer_rules.py``, ``budget_rules.py``, ``server_rules.py``: PgBouncer's rules, the
   chain budget, the server's own alerts;
@@ -35,6 +36,8 @@ for _path in (HERE, HERE.parent / "src"):
         sys.path.insert(0, str(_path))
 
 from budget_rules import BUDGET_RULES  # noqa: E402
+from chain_dashboard import chain_dashboard  # noqa: E402
+from pgbouncer_dashboard import pgbouncer_dashboard  # noqa: E402
 from pgbouncer_rules import PGBOUNCER_RULES  # noqa: E402
 from pool_dashboard import pool_dashboard  # noqa: E402
 from postgres_dashboard import postgres_dashboard  # noqa: E402
@@ -45,6 +48,8 @@ from server_rules import SERVER_RULES  # noqa: E402
 DASHBOARDS: dict[str, Callable[[], dict[str, Any]]] = {
     "sqlalchemy-pool.json": pool_dashboard,
     "postgresql-sessions.json": postgres_dashboard,
+    "pgbouncer.json": pgbouncer_dashboard,
+    "connection-chain.json": chain_dashboard,
 }
 RULE_FILES: tuple[RuleFile, ...] = (
     BUDGET_RULES,

@@ -241,9 +241,15 @@ def chained_variables(first: str, name: str, label: str, metric: str) -> list[di
 
 
 def dashboard(
-    uid: str, title: str, description: str, variables: list[dict[str, Any]], panels: list
+    uid: str,
+    title: str,
+    description: str,
+    variables: list[dict[str, Any]],
+    panels: list,
+    tags: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """The dashboard envelope: datasource variable first, then ``variables``."""
+    """The dashboard envelope: datasource variable first, then ``variables``; ``tags`` are
+    added to the shared ones."""
     datasource_var = {
         "type": "datasource",
         "name": "datasource",
@@ -261,7 +267,7 @@ def dashboard(
         "uid": uid,
         "title": title,
         "description": description,
-        "tags": ["poolwatch", "postgresql", "sqlalchemy"],
+        "tags": ["poolwatch", "postgresql", "sqlalchemy", *tags],
         "editable": True,
         "graphTooltip": 1,
         "timezone": "browser",

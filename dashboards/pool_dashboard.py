@@ -251,16 +251,19 @@ def throughput() -> list[Panel]:
 
 def budget() -> list[Panel]:
     """Every pool's capacity against the usable connections of its server (by pg_server)."""
-    pools = f"sum by (pg_server) ({capacity('')})"
+    bounced = f"({sel(m.POOL_THROUGH_PGBOUNCER)} == 1)"
+    pools = f"sum by (pg_server) (({capacity('')}) unless {bounced})"
     server = f"min by (pg_server) ({usable()})"
     return [
-        row("Connection budget (all pools, all workers)"),
+        row("Connection budget (pools connecting directly, all workers)"),
         timeseries(
             "Connection budget per server",
             "pool_size + max_overflow summed over every pool of every worker process, "
             "against the server's max_connections minus reserved slots (by the pg_server "
             "label; one server when it is unset). Above the line: "
-            f"{t.CONNECTION_BUDGET_EXCEEDED.alert}. Not filtered by the variables above.",
+            f"{t.CONNECTION_BUDGET_EXCEEDED.alert}. Pools instrumented with "
+            "through_pgbouncer=True are budgeted on the Connection chain dashboard instead. "
+            "Not filtered by the variables above.",
             targets(
                 (pools, "pools may open {{pg_server}}"), (server, "usable on server {{pg_server}}")
             ),

@@ -1,7 +1,8 @@
 """Grafana dashboards, checked as far as possible without Grafana.
 
 Structure (fixed uid, tags, current schemaVersion, variables datasource -> job -> instance ->
-pool/datname), unique panel ids, grid positions inside 24 columns without overlaps, the
+pool/datname/database, or datasource -> pg_server -> job -> pool for the chain view), unique
+panel ids, grid positions inside 24 columns without overlaps, the
 datasource variable on every panel and query, units and descriptions everywhere, thresholds
 that match the alert rules, the JSON in step with dashboards/generate.py, and every query
 accepted by a real Prometheus (variables substituted).
@@ -35,13 +36,40 @@ from prom_support import (
 from support import require_tool
 
 DASHBOARDS = load_dashboards()
+# filename -> (uid, title, template variables after "datasource", extra tags)
 EXPECTED = {
-    "sqlalchemy-pool.json": ("poolwatch-sqlalchemy-pool", "SQLAlchemy pool", "pool"),
+    "sqlalchemy-pool.json": (
+        "poolwatch-sqlalchemy-pool",
+        "SQLAlchemy pool",
+        ("job", "instance", "pool"),
+        (),
+    ),
     "postgresql-sessions.json": (
         "poolwatch-postgresql-sessions",
         "PostgreSQL sessions",
-        "datname",
+        ("job", "instance", "datname"),
+        (),
     ),
+    "pgbouncer.json": (
+        "poolwatch-pgbouncer",
+        "PgBouncer",
+        ("job", "instance", "database"),
+        ("pgbouncer",),
+    ),
+    "connection-chain.json": (
+        "poolwatch-connection-chain",
+        "Connection chain",
+        ("pg_server", "job", "pool"),
+        ("pgbouncer",),
+    ),
+}
+# The variables every query of a dashboard must filter by (name=~"$name"); the chain view
+# selects every tier by pg_server, the app tier also by job and pool.
+FILTERS = {
+    "sqlalchemy-pool.json": ("job", "instance", "pool"),
+    "postgresql-sessions.json": ("job", "instance"),
+    "pgbouncer.json": ("job", "instance"),
+    "connection-chain.json": ("pg_server",),
 }
 DS_REF = {"type": "prometheus", "uid": "${datasource}"}
 # Panels the issue asks for, by title.
@@ -79,6 +107,36 @@ REQUIRED_PANELS = {
         "PostgreSQL reachable",
         "Exporter scrape duration",
     ],
+    "pgbouncer.json": [
+        "PgBouncer reachable",
+        "Clients active",
+        "Clients waiting",
+        "Longest wait (maxwait)",
+        "Server connections",
+        "Clients vs max_client_conn",
+        "Mean queue wait per transaction",
+        "Databases: pool_size vs current connections",
+    ],
+    "connection-chain.json": [
+        "App: callers waiting",
+        "PgBouncer: clients waiting",
+        "PostgreSQL: connections used",
+        "App: checked out vs capacity",
+        "App: callers waiting",
+        "PgBouncer: clients active / waiting",
+        "PgBouncer: longest wait",
+        "PgBouncer: server connections vs pool_size",
+        "PostgreSQL: sessions by state",
+        "Budget per tier",
+    ],
+}
+# Panels of the chain view that show one tier of it (app, PgBouncer, PostgreSQL).
+CHAIN_TIERS = {
+    "App: checked out vs capacity": "sqlalchemy_pool_checked_out",
+    "PgBouncer: clients active / waiting": "pgbouncer_pools_client_waiting_connections",
+    "PgBouncer: longest wait": "pgbouncer_pools_client_maxwait_seconds",
+    "PgBouncer: server connections vs pool_size": "pgbouncer_pools_server_active_connections",
+    "PostgreSQL: sessions by state": "pg_sessions",
 }
 # Panels that deliberately span every job/instance (the budget is per server).
 # The pool's server sessions come from the exporter's job, matched by application_name.
@@ -98,6 +156,13 @@ THRESHOLDS = {
     ("postgresql-sessions.json", "Lock waits"): t.POSTGRES_LOCK_WAITS,
     ("postgresql-sessions.json", "Connections used"): t.POSTGRES_CONNECTIONS_WARNING,
     ("postgresql-sessions.json", "Connections used (ratio)"): t.POSTGRES_CONNECTIONS_CRITICAL,
+    ("pgbouncer.json", "Longest wait now"): t.PGBOUNCER_WAIT_SLOW,
+    ("pgbouncer.json", "Longest wait (maxwait)"): t.PGBOUNCER_WAIT_SLOW,
+    ("pgbouncer.json", "Client connections used"): t.PGBOUNCER_CLIENT_CONNECTIONS,
+    ("connection-chain.json", "App: checkout wait p95"): t.POOL_CHECKOUT_SLOW,
+    ("connection-chain.json", "PgBouncer: longest wait now"): t.PGBOUNCER_WAIT_SLOW,
+    ("connection-chain.json", "PgBouncer: longest wait"): t.PGBOUNCER_WAIT_SLOW,
+    ("connection-chain.json", "PostgreSQL: connections used"): t.POSTGRES_CONNECTIONS_WARNING,
 }
 # Panels whose families have no series on a quiet server: they read 0 there instead of
 # "No data", but only for an exporter that reached its server.
@@ -121,7 +186,7 @@ def panel(filename: str, title: str) -> dict[str, Any]:
     return matches[0]
 
 
-def test_both_dashboards_exist() -> None:
+def test_every_dashboard_exists() -> None:
     assert set(DASHBOARDS) == set(EXPECTED)
 
 
@@ -137,10 +202,10 @@ def test_json_matches_generator() -> None:
 @params
 def test_dashboard_envelope(filename: str) -> None:
     dash = DASHBOARDS[filename]
-    uid, title, _ = EXPECTED[filename]
+    uid, title, _, tags = EXPECTED[filename]
     assert dash["uid"] == uid
     assert dash["title"] == title
-    assert "poolwatch" in dash["tags"]
+    assert dash["tags"] == ["poolwatch", "postgresql", "sqlalchemy", *tags]
     assert dash["schemaVersion"] >= 39
     assert dash.get("id") is None, "an exported id would clash on import"
     assert dash["description"]
@@ -150,7 +215,7 @@ def test_dashboard_envelope(filename: str) -> None:
 def test_variables(filename: str) -> None:
     variables = DASHBOARDS[filename]["templating"]["list"]
     names = [v["name"] for v in variables]
-    assert names == ["datasource", "job", "instance", EXPECTED[filename][2]]
+    assert names == ["datasource", *EXPECTED[filename][2]]
     assert variables[0]["type"] == "datasource"
     assert variables[0]["query"] == "prometheus"
     for var in variables[1:]:
@@ -159,8 +224,8 @@ def test_variables(filename: str) -> None:
         assert var["query"]["query"].startswith("label_values(")
         assert var["definition"] == var["query"]["query"]
     # Each variable is filtered by the ones before it.
-    assert "$job" in variables[2]["query"]["query"]
-    assert "$instance" in variables[3]["query"]["query"]
+    for before, var in zip(names[1:], variables[2:], strict=False):
+        assert f'{before}=~"${before}"' in var["query"]["query"], var["name"]
 
 
 @params
@@ -204,15 +269,12 @@ def test_panels_are_complete(filename: str) -> None:
 
 @params
 def test_queries_use_the_variables(filename: str) -> None:
-    last = EXPECTED[filename][2]
     for p in dashboard_panels(DASHBOARDS[filename]):
         if p["type"] == "row" or p["title"] in UNFILTERED_PANELS:
             continue
         for tgt in p["targets"]:
-            assert '=~"$job"' in tgt["expr"], f"{p['title']!r}: {tgt['expr']}"
-            assert '=~"$instance"' in tgt["expr"], f"{p['title']!r}: {tgt['expr']}"
-            if filename == "sqlalchemy-pool.json":
-                assert f'=~"${last}"' in tgt["expr"], f"{p['title']!r}: {tgt['expr']}"
+            for name in FILTERS[filename]:
+                assert f'{name}=~"${name}"' in tgt["expr"], f"{p['title']!r}: {tgt['expr']}"
 
 
 @params
@@ -313,6 +375,42 @@ def test_budget_panel_joins_pools_with_the_server() -> None:
     assert "sum by (pg_server)" in exprs
     assert "sqlalchemy_pool_size" in exprs and "sqlalchemy_pool_max_overflow" in exprs
     assert "pg_max_connections - pg_reserved_connections" in exprs
+
+
+def test_chain_view_shows_every_tier_of_one_server() -> None:
+    """App pools -> PgBouncer pools -> PostgreSQL sessions, each selected by pg_server; the
+    app tier also by job and pool; the first row has one queue stat per tier."""
+    for title, family in CHAIN_TIERS.items():
+        p = panel("connection-chain.json", title)
+        exprs = [tgt["expr"] for tgt in p["targets"]]
+        assert any(family in promql_selectors(e) for e in exprs), (title, exprs)
+        if title.startswith("App:"):
+            assert all('job=~"$job"' in e and 'pool=~"$pool"' in e for e in exprs), title
+    first_row = []
+    for p in DASHBOARDS["connection-chain.json"]["panels"][1:]:
+        if p["type"] == "row":
+            break
+        first_row.append(p)
+    tiers = [p["title"].split(":")[0] for p in first_row]
+    assert tiers[:1] == ["App"] and "PgBouncer" in tiers and tiers[-1] == "PostgreSQL", tiers
+    assert sum(p["gridPos"]["w"] for p in first_row) == 24, "one row, side by side"
+
+
+def test_pgbouncer_panels_leave_out_the_admin_console() -> None:
+    """PgBouncer's admin console is a pool (database "pgbouncer") with no server behind it."""
+    for filename in ("pgbouncer.json", "connection-chain.json"):
+        for where, expr in dashboard_exprs(DASHBOARDS[filename]):
+            pools = {n for n in promql_selectors(expr) if n.startswith("pgbouncer_pools_")}
+            dbs = {n for n in promql_selectors(expr) if n.startswith("pgbouncer_databases_")}
+            if pools:
+                assert 'database!="pgbouncer"' in expr, f"{filename} {where}"
+            if dbs:
+                assert 'name!="pgbouncer"' in expr, f"{filename} {where}"
+
+
+def test_direct_budget_panel_leaves_out_pools_through_pgbouncer() -> None:
+    p = panel("sqlalchemy-pool.json", "Connection budget per server")
+    assert "unless (sqlalchemy_pool_through_pgbouncer == 1)" in p["targets"][0]["expr"]
 
 
 # --- every query parses on a real Prometheus --------------------------------------------------
