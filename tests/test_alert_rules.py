@@ -67,7 +67,12 @@ def github_anchors(markdown: str) -> set[str]:
 
 def test_rule_files_exist() -> None:
     names = {p.name for p in RULE_FILES}
-    assert {"pool.rules.yml", "postgres.rules.yml", "budget.rules.yml"} <= names
+    assert {
+        "pool.rules.yml",
+        "postgres.rules.yml",
+        "pgbouncer.rules.yml",
+        "budget.rules.yml",
+    } <= names
     assert RULE_TESTS, "no promtool unit tests in alerts/tests/"
 
 
