@@ -789,6 +789,14 @@ def test_rejects_what_is_not_an_engine() -> None:
         poolwatch.instrument(sa.create_engine("sqlite://"), leak_threshold=0)
     with pytest.raises(ValueError, match="leak_callsite"):
         poolwatch.instrument(sa.create_engine("sqlite://"), leak_callsite="stack")
+    engine = sa.create_engine("sqlite://")
+    with pytest.raises(TypeError, match=r"not engine\.pool"):
+        poolwatch.instrument(engine.pool)
+    with pytest.raises(TypeError, match=r"leak_threshold must be a number of seconds.*'30s'"):
+        poolwatch.instrument(engine, leak_threshold="30s")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="leak_threshold"):
+        poolwatch.instrument(engine, leak_threshold=float("nan"))
+    assert id(engine) not in poolwatch.instrumentation.api._handles  # nothing half-kept
 
 
 async def test_engine_sharing_the_pool_is_not_instrumented_twice(

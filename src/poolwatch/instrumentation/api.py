@@ -11,6 +11,7 @@ from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from sqlalchemy.engine import Engine
+from sqlalchemy.pool import Pool
 
 from poolwatch.instrumentation import forking, hooks
 from poolwatch.instrumentation.flusher import flusher
@@ -92,9 +93,14 @@ _handles: dict[int, PoolInstrumentation] = {}
 def _sync_engine(engine: Any) -> Engine:
     sync_engine = getattr(engine, "sync_engine", engine)  # AsyncEngine -> its Engine
     if not isinstance(sync_engine, Engine):
+        hint = (
+            ": pass the engine itself (poolwatch.instrument(engine)), not engine.pool"
+            if isinstance(engine, Pool)
+            else ""
+        )
         raise TypeError(
             "poolwatch.instrument() expects a SQLAlchemy Engine or AsyncEngine, "
-            f"got {type(engine).__name__}"
+            f"got {type(engine).__name__}{hint}"
         )
     return sync_engine
 
@@ -156,8 +162,14 @@ def instrument(
         poolwatch.instrument(engine, name="primary", leak_threshold=30)
     """
     sync_engine = _sync_engine(engine)
-    if leak_threshold is not None and leak_threshold <= 0:
-        raise ValueError("leak_threshold must be a positive number of seconds (or None)")
+    if leak_threshold is not None:
+        if isinstance(leak_threshold, bool) or not isinstance(leak_threshold, int | float):
+            raise TypeError(
+                "leak_threshold must be a number of seconds (e.g. 30) or None, "
+                f"got {leak_threshold!r}"
+            )
+        if not leak_threshold > 0:  # also refuses NaN
+            raise ValueError("leak_threshold must be a positive number of seconds (or None)")
     if leak_callsite not in ("holder", "checkout"):
         raise ValueError('leak_callsite must be "holder" or "checkout"')
     registry = REGISTRY if registry is None else registry
