@@ -371,6 +371,30 @@ EXPORTER_DEGRADED = MetricSpec(
     "role names come from the last complete scrape; 0 otherwise.",
 )
 
+EXPORTER_PROBE_TARGETS = MetricSpec(
+    "poolwatch_exporter_probe_targets",
+    "gauge",
+    "Targets /probe keeps a scraper for (each with at most one connection); bounded by "
+    "probe.max_targets, idle ones are closed after probe.idle_timeout.",
+)
+EXPORTER_PROBE_CONNECTIONS = MetricSpec(
+    "poolwatch_exporter_probe_connections",
+    "gauge",
+    "Open database connections of /probe targets (at most one per target).",
+)
+EXPORTER_PROBE_REFUSED = MetricSpec(
+    "poolwatch_exporter_probe_refused_total",
+    "counter",
+    "/probe requests refused before any connection attempt, by reason (not_allowed, "
+    "bad_request, unknown_module, too_many_targets).",
+    ("reason",),
+)
+EXPORTER_PROBE_IDLE_CLOSED = MetricSpec(
+    "poolwatch_exporter_probe_idle_closed_total",
+    "counter",
+    "/probe targets closed (connection and scraper) after probe.idle_timeout without a probe.",
+)
+
 EXPORTER_METRICS: tuple[MetricSpec, ...] = (
     PG_UP,
     PG_MAX_CONNECTIONS,
@@ -398,6 +422,10 @@ EXPORTER_METRICS: tuple[MetricSpec, ...] = (
     EXPORTER_COLLECTOR_SUCCESS,
     EXPORTER_COLLECTOR_DURATION,
     EXPORTER_DEGRADED,
+    EXPORTER_PROBE_TARGETS,
+    EXPORTER_PROBE_CONNECTIONS,
+    EXPORTER_PROBE_REFUSED,
+    EXPORTER_PROBE_IDLE_CLOSED,
 )
 
 # --- exporter: wait events, session lifecycle, connection limits, server role (issue 17) -----

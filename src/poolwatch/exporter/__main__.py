@@ -18,6 +18,7 @@ from typing import Any
 
 from .. import __version__
 from ..redaction import longest_first
+from .auth_modules import load_probe_config
 from .database import DatabaseUnavailable
 from .dsn import DsnError, environment_password, load_dsns, scrub
 from .logs import setup_logging
@@ -76,6 +77,7 @@ async def _run(app: ExporterApp, settings: Settings, stopped_by: list[int]) -> i
                 "tls": app.web_config.tls is not None,
                 "basic_auth": app.web_config.auth_required,
                 "target": app.targets_redacted,
+                "probe": app.prober is not None,
                 "max_connections": server.limits.max_connections,
             }
         },
@@ -115,21 +117,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         web_config = load_web_config(settings.web_config_file)
         if settings.healthcheck:
             return healthcheck(settings, tls=web_config.tls is not None)
-        dsn, bouncer = load_dsns(
-            (settings.dsn, settings.dsn_file),
-            (settings.pgbouncer_dsn, settings.pgbouncer_dsn_file),
+        probe = load_probe_config(settings.config_file)
+        given = (
+            settings.dsn,
+            settings.dsn_file,
+            settings.pgbouncer_dsn,
+            settings.pgbouncer_dsn_file,
         )
+        dsn, bouncer = None, None
+        if probe is None or any(given):  # with --config.file alone: probe-only
+            dsn, bouncer = load_dsns(
+                (settings.dsn, settings.dsn_file),
+                (settings.pgbouncer_dsn, settings.pgbouncer_dsn_file),
+            )
     except (ConfigError, DsnError) as exc:
         return _fail(scrub(str(exc)), 2)
     secrets = [*(dsn.secrets if dsn else ()), *(bouncer.secrets if bouncer else ())]
     password = environment_password()
     if password:  # libpq-style clients read PGPASSWORD when the URL has none: mask it too
         secrets.append(password)
+    if probe is not None:
+        secrets += [m.password for m in probe.auth_modules.values() if m.password]
     masked = longest_first(tuple(secrets))
     dsn = replace(dsn, secrets=masked) if dsn else None
     bouncer = replace(bouncer, secrets=masked) if bouncer else None
     setup_logging(settings.log_level, settings.log_format, masked)
-    app = ExporterApp(settings, dsn, web_config, bouncer)
+    app = ExporterApp(settings, dsn, web_config, bouncer, probe)
     stopped_by: list[int] = []
     try:
         code = _event_loop_runner()(_run(app, settings, stopped_by))

@@ -53,8 +53,11 @@ class Snapshot:
 class Scraper:
     """Turns HTTP scrapes of one target into at most one snapshot per ``min_interval``."""
 
-    def __init__(self, target: Target[Any], *, min_interval: float) -> None:
+    def __init__(
+        self, target: Target[Any], *, min_interval: float, name: str | None = None
+    ) -> None:
         self.target = target
+        self.name = name  # logged with each transition: /probe has many scrapers
         self.runner: CollectorRunner[Any] = CollectorRunner(target.collectors)
         self.min_interval = min_interval
         self.queries = 0
@@ -103,7 +106,8 @@ class Scraper:
 
     def _report(self, snap: Snapshot) -> None:
         """Log transitions (down, back up) once, not every scrape."""
-        which = {"target": self.target.up.name.removesuffix("_up")}  # pg, pgbouncer
+        # pg, pgbouncer; a /probe scraper also names its target
+        which = {"target": self.name or self.target.up.name.removesuffix("_up")}
         if not snap.up and self._was_up is not False:
             log.warning("scrape failed", extra={"fields": {**which, "err": snap.error}})
         elif snap.up and self._was_up is False:

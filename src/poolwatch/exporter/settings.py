@@ -58,6 +58,7 @@ class Settings:
     idle_timeout: float = 120.0
     pgbouncer_dsn: str | None = None
     pgbouncer_dsn_file: str | None = None
+    config_file: str | None = None
 
     @property
     def lock_timeout(self) -> float:
@@ -165,6 +166,13 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "2m",
         "close a kept-alive HTTP connection idle this long",
         metavar="DURATION",
+    )
+    add(
+        "--config.file",
+        None,
+        "YAML with auth_modules and the probe section: enables /probe?target=...&module=... "
+        "(then --dsn is optional); see docs/fleet.md",
+        metavar="FILE",
     )
     add("--log.level", "info", "minimum log level", choices=sorted(LEVELS))
     add("--log.format", "logfmt", "log line format", choices=FORMATS)
@@ -281,4 +289,5 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
         idle_timeout=durations["--web.idle-timeout"],
         pgbouncer_dsn=ns["pgbouncer.dsn"] or None,
         pgbouncer_dsn_file=ns["pgbouncer.dsn_file"] or None,
+        config_file=ns["config.file"] or None,
     )

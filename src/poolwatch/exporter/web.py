@@ -4,7 +4,10 @@
 - ``/healthz``: ``ok`` while the process lives (never asks for credentials, never
   touches the database, so a container HEALTHCHECK can use it);
 - the telemetry path (``/metrics``): the snapshot in the Prometheus text format, or
-  OpenMetrics when asked, gzip when accepted; basic auth when the web config sets users.
+  OpenMetrics when asked, gzip when accepted; basic auth when the web config sets users;
+- ``/probe?target=...&module=...`` with ``--config.file``: one of many targets
+  (:mod:`poolwatch.exporter.probe`), behind the same web config. Without a DSN the
+  exporter is probe-only and ``/metrics`` serves the prober's own metrics.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 from prometheus_client.exposition import choose_encoder
 
 from .. import __version__
+from .auth_modules import ProbeConfig
 from .basicauth import Verdict
 from .database import Database
 from .dsn import Dsn
@@ -26,6 +30,7 @@ from .exposition import OPENMETRICS_EOF, render
 from .own_metrics import collect_own, collect_up, merge_health
 from .pgbouncer import pgbouncer_target
 from .postgres import postgres_target
+from .probe import Prober
 from .scraper import Scraper
 from .settings import Settings
 from .webconfig import WebConfig
@@ -96,8 +101,10 @@ class ExporterApp:
         dsn: Dsn | None,
         web_config: WebConfig,
         pgbouncer: Dsn | None = None,
+        probe: ProbeConfig | None = None,
     ) -> None:
         self.settings = settings
+        self.prober = Prober(probe, settings) if probe is not None else None
         self.dsn = dsn
         self.pgbouncer_dsn = pgbouncer
         self.web_config = web_config
@@ -120,32 +127,38 @@ class ExporterApp:
             )
             self.pgbouncer = Scraper(bouncer, min_interval=settings.min_interval)
             self.scrapers.append(self.pgbouncer)
-        if not self.scrapers:
-            raise ValueError("ExporterApp needs a PostgreSQL or a PgBouncer DSN")
+        if not self.scrapers and self.prober is None:
+            raise ValueError("ExporterApp needs a PostgreSQL or a PgBouncer DSN, or --config.file")
 
     @property
     def targets_redacted(self) -> str:
         """The watched targets' URLs, passwords masked, for logs and the landing page."""
-        return ", ".join(d.redacted for d in (self.dsn, self.pgbouncer_dsn) if d is not None)
+        shown = ", ".join(d.redacted for d in (self.dsn, self.pgbouncer_dsn) if d is not None)
+        return shown or "none (probe-only: /probe)"
 
     async def close(self) -> None:
-        """Close every target's connection."""
+        """Close every target's connection (the probed targets' too)."""
+        if self.prober is not None:
+            await self.prober.close()
         for scraper in self.scrapers:
             await scraper.target.source.close()
 
     async def render(self, accept: str | None = None) -> tuple[bytes, str]:
         """Scrape (or reuse the snapshot) and encode it; returns (body, content type)."""
+        # prometheus_client decides the format (and its content type); the encoding is ours
+        _, content_type = choose_encoder(accept or "")
+        openmetrics = content_type.startswith("application/openmetrics-text")
+        probe_side = render(self.prober.collect(), openmetrics) if self.prober else b""
+        if not self.scrapers:  # probe-only
+            return (probe_side + OPENMETRICS_EOF if openmetrics else probe_side), content_type
         if len(self.scrapers) == 1:
             snaps = [await self.scrapers[0].snapshot()]
         else:  # both targets at once: the slower one bounds the scrape, not their sum
             snaps = list(await asyncio.gather(*(s.snapshot() for s in self.scrapers)))
-        # prometheus_client decides the format (and its content type); the encoding is ours
-        _, content_type = choose_encoder(accept or "")
-        openmetrics = content_type.startswith("application/openmetrics-text")
         own = list(collect_own(self.scrapers[0], snaps[0]))
         own += [collect_up(s, snap) for s, snap in zip(self.scrapers[1:], snaps[1:], strict=True)]
         body = render([*own, *merge_health(snaps)], openmetrics)
-        body += b"".join(snap.encoded(openmetrics) for snap in snaps)
+        body += b"".join(snap.encoded(openmetrics) for snap in snaps) + probe_side
         return (body + OPENMETRICS_EOF if openmetrics else body), content_type
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -162,7 +175,8 @@ class ExporterApp:
         if path == "/healthz":
             await _respond(send, 200, b"ok\n", head=method == "HEAD")
             return
-        if path not in ("/", self.settings.telemetry_path):
+        probe = path == "/probe" and self.prober is not None
+        if path not in ("/", self.settings.telemetry_path) and not probe:
             await _respond(send, 404, b"not found\n")
             return
         verdict = await self.web_config.check_authorization(headers.get("authorization"))
@@ -171,6 +185,16 @@ class ExporterApp:
             return
         if verdict is not Verdict.ALLOWED:
             await _respond(send, 401, b"unauthorized\n", extra=[_CHALLENGE])
+            return
+        if probe:
+            assert self.prober is not None
+            query = scope.get("query_string", b"").decode("latin-1")
+            status, body, content_type = await self.prober.probe(query, headers.get("accept"))
+            zipped: list[tuple[bytes, bytes]] = []
+            if status == 200 and accepts_gzip(headers.get("accept-encoding", "")):
+                body = gzip.compress(body, compresslevel=1)
+                zipped.append((b"content-encoding", b"gzip"))
+            await _respond(send, status, body, content_type, method == "HEAD", zipped)
             return
         if path == "/":
             page = LANDING.format(
