@@ -17,7 +17,8 @@ and commit the modules and every generated file (``tests/test_dashboards.py`` an
 - ``rules.py``: the pool and PostgreSQL rules (its docstring: how to add an alert);
 - ``pgbouncer_rules.py``, ``budget_rules.py``, ``server_rules.py``: PgBouncer's rules, the
   chain budget, the server's own alerts;
-- ``rule_yaml.py``: rule files as data and their YAML text.
+- ``rule_yaml.py``: rule files as data and their YAML text;
+- ``prometheusrule.py``: the Kubernetes ``PrometheusRule`` wrapping the rule files.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ALERTS = HERE.parent / "alerts"
+PROMETHEUS_RULE = HERE.parent / "deploy" / "kubernetes" / "rules" / "prometheusrule.yaml"
 # Runs from a checkout without installing poolwatch: its sources and these siblings.
 for _path in (HERE, HERE.parent / "src"):
     if str(_path) not in sys.path:
@@ -41,6 +43,7 @@ from pgbouncer_dashboard import pgbouncer_dashboard  # noqa: E402
 from pgbouncer_rules import PGBOUNCER_RULES  # noqa: E402
 from pool_dashboard import pool_dashboard  # noqa: E402
 from postgres_dashboard import postgres_dashboard  # noqa: E402
+from prometheusrule import prometheus_rule  # noqa: E402
 from rule_yaml import RuleFile, render_rules  # noqa: E402
 from rules import POOL_RULES, POSTGRES_RULES  # noqa: E402
 from server_rules import SERVER_RULES  # noqa: E402
@@ -66,9 +69,12 @@ def render(builder: Callable[[], dict[str, Any]]) -> str:
 
 
 def generated_files() -> dict[Path, str]:
-    """Every generated file and its text: dashboards here, rule files in ``alerts/``."""
+    """Every generated file and its text: dashboards here, rule files in ``alerts/``, and
+    the PrometheusRule holding those rule files in ``deploy/kubernetes/rules/``."""
     out = {HERE / name: render(builder) for name, builder in DASHBOARDS.items()}
-    out.update({ALERTS / rf.filename: render_rules(rf) for rf in RULE_FILES})
+    rules = {rf.filename: render_rules(rf) for rf in RULE_FILES}
+    out.update({ALERTS / name: text for name, text in rules.items()})
+    out[PROMETHEUS_RULE] = prometheus_rule(sorted(rules.items()))
     return out
 
 
