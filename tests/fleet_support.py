@@ -105,7 +105,7 @@ def debian_postgres(max_connections: int = 37) -> Iterator[DebianPostgres]:
         )
         version = subprocess.run(
             [str(bindir / "postgres"), "--version"], capture_output=True, text=True, check=True
-        ).stdout.split()[-1]
+        ).stdout.split()[2]  # "postgres (PostgreSQL) 15.18 (Debian 15.18-...)"
         yield DebianPostgres(version, port, str(root), max_connections)
     finally:
         with contextlib.suppress(Exception):
