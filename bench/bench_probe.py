@@ -120,6 +120,7 @@ async def scrape_schedule(
     """Scrape each URL once per ``interval`` at its own offset; latencies in seconds."""
     latencies: dict[str, list[float]] = {name: [] for name in urls}
     failures: list[str] = []
+    retries: list[str] = []
     async with httpx.AsyncClient(timeout=10) as warm:  # not measured: the first connects
         await asyncio.gather(*(warm.get(url) for url in urls.values()))
     start = time.monotonic() + 1.0
@@ -133,7 +134,14 @@ async def scrape_schedule(
                     return
                 await asyncio.sleep(max(0.0, at - time.monotonic()))
                 t0 = time.perf_counter()
-                response = await client.get(url)
+                try:
+                    response = await client.get(url)
+                except (httpx.ReadError, httpx.RemoteProtocolError):
+                    # uvicorn closes keep-alive connections idle for 5 s, the scrape
+                    # interval: retry on a new connection, as Go's client (Prometheus) does
+                    retries.append(name)
+                    t0 = time.perf_counter()
+                    response = await client.get(url)
                 elapsed = time.perf_counter() - t0
                 if response.status_code != 200 or b"\npg_up 1" not in response.content:
                     failures.append(f"{name}: HTTP {response.status_code}")
@@ -146,6 +154,8 @@ async def scrape_schedule(
     )
     if failures:
         raise SystemExit(f"bench_probe: {len(failures)} failed scrapes, e.g. {failures[0]}")
+    if retries:
+        print(f"({len(retries)} scrapes retried on a new connection after a keep-alive close)")
     return latencies
 
 
