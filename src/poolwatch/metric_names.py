@@ -422,6 +422,9 @@ EXPORTER_METRICS: tuple[MetricSpec, ...] = (
     EXPORTER_COLLECTOR_SUCCESS,
     EXPORTER_COLLECTOR_DURATION,
     EXPORTER_DEGRADED,
+)
+# Served on /metrics only with --config.file (the /probe side's own metrics).
+EXPORTER_PROBE_METRICS: tuple[MetricSpec, ...] = (
     EXPORTER_PROBE_TARGETS,
     EXPORTER_PROBE_CONNECTIONS,
     EXPORTER_PROBE_REFUSED,
