@@ -6,7 +6,8 @@ Unix socket) and a throw-away Debian PostgreSQL 15 (10 databases, probed as
 sessions. Beside the /probe exporter run one ordinary exporter per server (``--dsn``), the
 baseline. Every ``--interval`` seconds each target is scraped once, as Prometheus does it:
 one keep-alive connection per target, scrapes spread over the interval by a fixed offset
-per target (the baselines are scraped on the same schedule, interleaved), after one
+per target (each baseline is scraped as often as the probes of its server, on the same schedule,
+interleaved, without --scrape.min-interval's cache), after one
 unmeasured round (a target's first probe connects; the baselines connect at start). At the end:
 per-probe latency median / p99 against the baseline of the same server, the /probe
 exporter's CPU (share of one core over the run) and RSS (now and peak), and the exporter's
@@ -137,8 +138,8 @@ async def scrape_schedule(
                 try:
                     response = await client.get(url)
                 except (httpx.ReadError, httpx.RemoteProtocolError):
-                    # uvicorn closes keep-alive connections idle for 5 s, the scrape
-                    # interval: retry on a new connection, as Go's client (Prometheus) does
+                    # the server closed the idle keep-alive connection as we reused it:
+                    # retry on a new connection, as Go's client (Prometheus) does
                     retries.append(name)
                     t0 = time.perf_counter()
                     response = await client.get(url)
@@ -209,8 +210,9 @@ def main() -> int:
                 )
             )
             prober, probe_url = start_exporter("--config.file", str(config))
-            single18, url18 = start_exporter("--dsn", local.dsn())
-            single15, url15 = start_exporter("--dsn", pg15.tcp_dsn())
+            # no snapshot cache: each baseline scrape queries, as each probe does
+            single18, url18 = start_exporter("--dsn", local.dsn(), "--scrape.min-interval", "0")
+            single15, url15 = start_exporter("--dsn", pg15.tcp_dsn(), "--scrape.min-interval", "0")
             procs += [prober, single18, single15]
             urls = {f"probe pg18 {db}": f"{probe_url}/probe?target=pg18-{db}" for db in dbs18}
             urls.update(
@@ -220,8 +222,9 @@ def main() -> int:
                     for db in dbs15
                 }
             )
-            urls["single pg18"] = url18 + "/metrics"
-            urls["single pg15"] = url15 + "/metrics"
+            for i in range(n):  # as many baseline scrapes as probes, on the same schedule
+                urls[f"single pg18 {i:02d}"] = url18 + "/metrics"
+                urls[f"single pg15 {i:02d}"] = url15 + "/metrics"
             cpu0, _, _ = proc_stat(prober.pid)
             t0 = time.monotonic()
             latencies = loop.run_until_complete(scrape_schedule(urls, args.interval, args.duration))
@@ -245,7 +248,9 @@ def main() -> int:
                 probe_lat = [
                     v for k, vs in latencies.items() if k.startswith(f"probe {server}") for v in vs
                 ]
-                single_lat = latencies[f"single {server}"]
+                single_lat = [
+                    v for k, vs in latencies.items() if k.startswith(f"single {server}") for v in vs
+                ]
                 base = statistics.median(single_lat)
                 for label, values in (
                     (f"single-target {server}", single_lat),
