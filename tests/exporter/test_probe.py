@@ -339,3 +339,40 @@ async def test_idle_targets_are_closed_and_targets_are_bounded(
     families = {f.name: f for f in p.collect()}
     assert families["poolwatch_exporter_probe_targets"].points == [((), 1.0)]
     assert families["poolwatch_exporter_probe_connections"].points == [((), 1.0)]
+
+
+async def test_a_pgbouncer_target_beside_a_postgres_one(
+    pg: PgTarget, pg15: DebianPostgres, pgbouncer: Any, tmp_path: Path, probers: list[Prober]
+) -> None:
+    from pgbouncer_support import STATS_PASSWORD, STATS_USER
+
+    data: dict[str, Any] = {
+        "auth_modules": {
+            "pgb": {"userpass": {"username": STATS_USER, "password": STATS_PASSWORD}},
+            "pg15": {"userpass": {"username": "postgres", "password": SUPERUSER_PASSWORD}},
+        },
+        "probe": {
+            "allowed_targets": [
+                f"127.0.0.1:{pgbouncer.port}/pgbouncer",
+                f"127.0.0.1:{pg15.port}/postgres",
+            ]
+        },
+    }
+    p = prober(parse_probe_config(data, tmp_path))
+    probers.append(p)
+    target = f"127.0.0.1:{pgbouncer.port}/pgbouncer"
+    status, bouncer = await probe(p, target=target, module="pgb", kind="pgbouncer")
+    status15, s15 = await probe(p, target=f"127.0.0.1:{pg15.port}/postgres", module="pg15")
+    assert status == status15 == 200, (bouncer, s15)
+    assert isinstance(bouncer, Scrape) and isinstance(s15, Scrape)
+    assert bouncer.get("pgbouncer_up") == 1.0 and bouncer.get("pg_up") is None
+    assert s15.get("pg_up") == 1.0 and s15.get("pgbouncer_up") is None
+    rows = await asyncio.to_thread(pgbouncer.admin, "SHOW DATABASES")
+    assert bouncer.total("pgbouncer_databases_pool_size") == sum(
+        float(r["pool_size"]) for r in rows
+    )
+    # the wrong kind for a named target, and an unknown kind, connect to nothing
+    status, text = await probe(p, target=target, module="pgb", kind="mysql")
+    assert status == 400 and "kind must be one of pgbouncer, postgres" in str(text)
+    assert len(p.entries) == 2
+    assert all(e.scraper.target.source.connections_opened == 1 for e in p.entries.values())

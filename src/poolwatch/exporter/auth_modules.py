@@ -43,7 +43,7 @@ import yaml  # type: ignore[import-untyped]  # (types-PyYAML not required)
 from .probe_address import AddressPattern, TargetError, parse_pattern
 from .settings import ConfigError, parse_duration
 
-KINDS = ("postgres",)  # a PgBouncer source adds "pgbouncer" here and in probe.KIND_BUILDERS
+KINDS = ("postgres", "pgbouncer")  # the same as probe.KIND_BUILDERS
 DEFAULT_MAX_TARGETS = 100
 DEFAULT_MAX_CONCURRENT = 8
 DEFAULT_IDLE_TIMEOUT = 600.0

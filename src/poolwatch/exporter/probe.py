@@ -3,14 +3,17 @@ pattern, as postgres_exporter's ``/probe``).
 
 The request is resolved before anything connects: the target must be a name from
 ``probe.targets`` or an address matching ``probe.allowed_targets``, the auth module must
-exist; anything else is a 4xx and no connection attempt (``poolwatch_exporter_probe_
-refused_total{reason}``). A resolved target gets one :class:`~.scraper.Scraper`, created
-on first use from the target seam (:mod:`poolwatch.exporter.target`) and kept: so per
-target the single-target rules hold (at most one connection, reused, single flight,
-``pg_up 0`` promptly, reconnect with backoff). Bounds: ``max_targets`` targets kept (a new
-one beyond that is a 503 rather than evicting a busy one), ``max_concurrent_scrapes``
-snapshots taken at the same time (waiters queue; a cached or in-flight snapshot needs no
-slot), and a target not probed for ``idle_timeout`` is closed (its connection too).
+exist; anything else is a 4xx and no connection attempt
+(``poolwatch_exporter_probe_refused_total{reason}``). A resolved target gets one
+:class:`~.scraper.Scraper`, created on first use from the target seam
+(:mod:`poolwatch.exporter.target`) and kept: so per target the single-target rules hold (at
+most one connection, reused, single flight, ``up 0`` promptly, reconnect with backoff).
+``&kind=pgbouncer`` (or a named target's ``kind: pgbouncer``) probes a PgBouncer admin
+console (``host:6432/pgbouncer``) instead of PostgreSQL. Bounds: ``max_targets`` targets
+kept (a new one beyond that is a 503 rather than evicting a busy one),
+``max_concurrent_scrapes`` snapshots taken at the same time (waiters queue; a cached or
+in-flight snapshot needs no slot), and a target not probed for ``idle_timeout`` is closed
+(its connection too).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from .database import Database
 from .dsn import Dsn
 from .exposition import OPENMETRICS_EOF, Family, render
 from .own_metrics import collect_own, merge_health
+from .pgbouncer import PgBouncerSource, pgbouncer_target
 from .postgres import postgres_target
 from .probe_address import TargetError, address_dsn, named_dsn, parse_address
 from .scraper import Scraper
@@ -59,8 +63,18 @@ def _postgres(dsn: Dsn, settings: Settings) -> BuiltTarget:
     return target, lambda: database.connected
 
 
-# kind -> builder of (target, "is its connection open"); a PgBouncer source adds "pgbouncer"
-KIND_BUILDERS: dict[str, Callable[[Dsn, Settings], BuiltTarget]] = {"postgres": _postgres}
+def _pgbouncer(dsn: Dsn, settings: Settings) -> BuiltTarget:
+    target = pgbouncer_target(dsn, timeout=settings.query_timeout, top_n=settings.top_n)
+    source = target.source
+    assert isinstance(source, PgBouncerSource)
+    return target, lambda: source.connected
+
+
+# kind -> builder of (target, "is its connection open"); auth_modules.KINDS lists the same
+KIND_BUILDERS: dict[str, Callable[[Dsn, Settings], BuiltTarget]] = {
+    "postgres": _postgres,
+    "pgbouncer": _pgbouncer,
+}
 
 
 class ProbeRefused(Exception):
