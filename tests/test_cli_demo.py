@@ -174,3 +174,82 @@ def test_demo_unreachable_dsn_is_one_line_without_the_password() -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "demo:***@127.0.0.1:1/x" in lines[0], result.stderr
     assert "pa55word" not in result.stderr
+
+
+def _act_alerts_in_thresholds() -> list[str]:
+    from poolwatch import thresholds
+
+    named = {
+        "PGBOUNCER_CLIENTS_WAITING": "PoolwatchPgBouncerClientsWaiting",
+        "PGBOUNCER_WAIT_SLOW": "PoolwatchPgBouncerWaitSlow",
+    }
+    return [alert for attr, alert in named.items() if hasattr(thresholds, attr)]
+
+
+@pytest.mark.timeout(150)
+def test_demo_pgbouncer_act_moves_the_wait_into_pgbouncers_queue() -> None:
+    require_embedded()
+    from poolwatch.demo.pgbouncer_act import find_pgbouncer
+
+    binary, why = find_pgbouncer()
+    if binary is None:
+        skip_or_fail(why)
+    result = subprocess.run(
+        demo_argv("--duration", "12"), capture_output=True, text=True, timeout=140, check=False
+    )
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "Traceback" not in out + result.stderr
+    assert "skipped the PgBouncer act" not in out, out
+    assert re.search(r"PgBouncer act \(10 s\): app pool 'demo-pgbouncer' of 20 connections", out)
+    # the live lines: PgBouncer's queue filled while nobody waited for the app's pool
+    live = re.findall(r"app pool \d+/22 waiting (\d+) .* PgBouncer cl_waiting (\d+) maxwait", out)
+    assert live, out
+    assert max(int(cl) for _, cl in live) > 0, live
+    final = re.search(
+        r"^   +--> PgBouncer act: app pool max waiting (\d+) .* up to (\d+) clients waiting "
+        r"\(maxwait ([\d.]+) s, sv_active (\d+)/2\).*alerts that would fire: (.*)$",
+        out,
+        re.M,
+    )
+    assert final, out
+    app_waiting, cl_waiting, maxwait, sv_active = (float(final.group(i)) for i in range(1, 5))
+    assert app_waiting == 0 and cl_waiting > 0 and maxwait > 0 and sv_active == 2, final.group(0)
+    # the alerts are named: fired by their thresholds, or listed as not in this version's table
+    for alert in ("PoolwatchPgBouncerClientsWaiting", "PoolwatchPgBouncerWaitSlow"):
+        assert alert in final.group(5), final.group(5)
+    for alert in _act_alerts_in_thresholds():
+        assert re.search(rf"ALERT {alert} \(warning\) would fire after for: 2m: ", out), out
+    # everything the act started is gone
+    cleanup = re.search(r"PgBouncer act cleaned up: stopped (.*); removed (\S+)$", out, re.M)
+    assert cleanup, out
+    names = re.findall(r"([\w-]+) \(pid (\d+)\)", cleanup.group(1))
+    assert {n for n, _ in names} == {"pgbouncer", "app-pgbouncer", "exporter-pgbouncer"}
+    for _, pid in names:
+        assert not alive(int(pid)), pid
+    assert not Path(cleanup.group(2)).exists()
+
+
+def test_demo_without_pgbouncer_says_it_skipped_the_act_in_one_line() -> None:
+    require_embedded()
+    env = {**os.environ, "POOLWATCH_PGBOUNCER": "/nonexistent/pgbouncer"}
+    result = subprocess.run(
+        demo_argv("--duration", "12", "--json"),
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+        env=env,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    skipped = [e for e in events if "PgBouncer act" in str(e.get("text", ""))]
+    assert skipped == [
+        {
+            "event": "event",
+            "kind": "skip",
+            "text": "skipped the PgBouncer act: "
+            "POOLWATCH_PGBOUNCER=/nonexistent/pgbouncer is not an executable file",
+        }
+    ]
+    assert all("pgbouncer" not in p["name"] for p in events[-1]["processes"])

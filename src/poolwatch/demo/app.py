@@ -14,6 +14,12 @@ Routes (the ``demo`` pool: pool_size 5, max_overflow 2, pool_timeout 1 s):
 * ``POST /accounts/{id}/hold``: updates a row, then awaits something slow before
   committing: the session sits *idle in transaction* holding the row lock.
 * ``POST /accounts/{id}/transfer``: updates the same row; waits on that lock.
+* ``GET /reports/summary?seconds=s``: one query that runs ``s`` seconds on the server (the
+  PgBouncer act's load).
+
+With ``--through-pgbouncer`` (the PgBouncer act) the pool connects through PgBouncer in
+transaction mode: asyncpg's statement cache off (docs/runbook.md), no pre-ping, and a pool
+named by ``--pool-name`` with ``--pool-size`` connections.
 
 A ``sqlalchemy.exc.TimeoutError`` (``QueuePool limit of size 5 overflow 2 reached,
 connection timed out, timeout 1.00``) becomes a 503 whose body carries the message.
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import logging
 import socket
 import sys
@@ -58,19 +65,34 @@ async def charge_external_api(seconds: float) -> None:
     await asyncio.sleep(seconds)
 
 
-def create_app(url: str, leak_threshold: float = 1.0) -> FastAPI:
+def create_app(
+    url: str,
+    leak_threshold: float = 1.0,
+    *,
+    pool_name: str = "demo",
+    pool_size: int = POOL_SIZE,
+    through_pgbouncer: bool = False,
+) -> FastAPI:
     """The demo app for the SQLAlchemy URL ``url`` (``postgresql+asyncpg://``)."""
     registry = CollectorRegistry()
+    connect_args: dict[str, Any] = {"server_settings": {"application_name": APP_NAME}}
+    extra: dict[str, Any] = {}
+    if through_pgbouncer:
+        # The runbook's transaction-mode setting. A pre-ping would queue in PgBouncer like
+        # any statement and blur the two waits the act sets side by side.
+        connect_args["statement_cache_size"] = 0
+        if "through_pgbouncer" in inspect.signature(poolwatch.instrument).parameters:
+            extra["through_pgbouncer"] = True
     engine = create_async_engine(
         url,
-        pool_size=POOL_SIZE,
+        pool_size=pool_size,
         max_overflow=MAX_OVERFLOW,
         pool_timeout=POOL_TIMEOUT,
-        pool_pre_ping=True,
-        connect_args={"server_settings": {"application_name": APP_NAME}},
+        pool_pre_ping=not through_pgbouncer,
+        connect_args=connect_args,
     )
     handle = poolwatch.instrument(
-        engine, name="demo", registry=registry, leak_threshold=leak_threshold
+        engine, name=pool_name, registry=registry, leak_threshold=leak_threshold, **extra
     )
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     leaked: list[AsyncSession] = []
@@ -151,6 +173,15 @@ def create_app(url: str, leak_threshold: float = 1.0) -> FastAPI:
             )
         return {"account": account_id, "transferred": 1}
 
+    @app.get("/reports/summary")
+    async def summary(seconds: float = 0.3) -> dict[str, Any]:
+        async with sessions() as session:
+            total = await session.scalar(
+                text("SELECT sum(balance) FROM poolwatch_demo_accounts, pg_sleep(:s)"),
+                {"s": seconds},
+            )
+        return {"total": total, "query_seconds": seconds}
+
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -167,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fd", type=int, help="listening socket inherited from the parent")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--leak-threshold", type=float, default=1.0)
+    parser.add_argument("--pool-name", default="demo")
+    parser.add_argument("--pool-size", type=int, default=POOL_SIZE)
+    parser.add_argument("--through-pgbouncer", action="store_true")
     args = parser.parse_args(argv)
 
     import uvicorn
@@ -176,7 +210,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.url_file:
         with open(args.url_file, encoding="utf-8") as handle:
             url = handle.read().strip()
-    app = create_app(url, leak_threshold=args.leak_threshold)
+    app = create_app(
+        url,
+        leak_threshold=args.leak_threshold,
+        pool_name=args.pool_name,
+        pool_size=args.pool_size,
+        through_pgbouncer=args.through_pgbouncer,
+    )
     config = uvicorn.Config(
         app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=2
     )

@@ -24,6 +24,7 @@ from poolwatch.demo.app import APP_NAME, MAX_OVERFLOW, POOL_SIZE, POOL_TIMEOUT
 from poolwatch.demo.database import prepare_database
 from poolwatch.demo.display import Display
 from poolwatch.demo.metrics import load_rules
+from poolwatch.demo.pgbouncer_act import run_pgbouncer_act
 from poolwatch.demo.phases import LEAK_THRESHOLD, PHASES, Driver, Setup
 from poolwatch.demo.processes import DemoError, Resources, private_file, start_exporter, wait_http
 
@@ -123,7 +124,7 @@ def run_demo(dsn: str | None, duration: float, json_lines: bool, out: TextIO) ->
         )
         driver = Driver(setup, rules, display, duration)
         asyncio.run(driver.run())
-        notes = []
+        notes = [run_pgbouncer_act(res.local, display, duration)]
         if setup.exporter_metrics_url is None:
             notes.append(f"no PostgreSQL-side metrics: {setup.exporter_note}")
         display.summary({"phases": driver.phase_summaries, "notes": notes})
