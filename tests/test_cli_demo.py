@@ -201,6 +201,8 @@ def test_demo_pgbouncer_act_moves_the_wait_into_pgbouncers_queue() -> None:
     assert result.returncode == 0, out + result.stderr
     assert "Traceback" not in out + result.stderr
     assert "skipped the PgBouncer act" not in out, out
+    # the generated passwords stay in the act's 0600 files
+    assert "poolwatch_demo_app:" not in out and "poolwatch_demo_stats:" not in out
     assert re.search(r"PgBouncer act \(10 s\): app pool 'demo-pgbouncer' of 20 connections", out)
     # the live lines: PgBouncer's queue filled while nobody waited for the app's pool
     live = re.findall(r"app pool \d+/22 waiting (\d+) .* PgBouncer cl_waiting (\d+) maxwait", out)
