@@ -15,16 +15,16 @@ import os
 import pwd
 import secrets
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from poolwatch.demo.processes import Child, free_port, private_file, spawn, wait_http
 
 APP_POOL = "demo-pgbouncer"
 APP_POOL_SIZE = 20
@@ -56,53 +56,25 @@ def find_pgbouncer() -> tuple[str | None, str]:
 
 
 @dataclass
-class _Proc:
-    name: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-
-@dataclass
 class ActProcesses:
     """The act's children and directory (0700, the act's own)."""
 
     directory: Path
-    procs: list[_Proc] = field(default_factory=list)
+    children: list[Child] = field(default_factory=list)
     stopped: list[dict[str, Any]] = field(default_factory=list)
 
-    def spawn(self, name: str, argv: list[str], **popen: Any) -> _Proc:
-        """Start ``argv`` in its own session, output to ``<name>.out``."""
-        log = self.directory / f"{name}.out"
-        with open(log, "wb") as handle:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                **popen,
-            )
-        child = _Proc(name, proc, log)
-        self.procs.append(child)
+    def spawn(self, name: str, argv: list[str], **popen: Any) -> Child:
+        """:func:`~poolwatch.demo.processes.spawn` in the act's directory."""
+        child = spawn(self.directory, name, argv, **popen)
+        self.children.append(child)
         return child
 
     def close(self) -> None:
         """Stop every child (SIGTERM, then SIGKILL), then delete the directory."""
-        report = self.stopped
-        for child in reversed(self.procs):
-            proc = child.proc
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=8)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=5)
-            report.append({"name": child.name, "pid": proc.pid, "stopped": proc.poll() is not None})
-        self.procs.clear()
+        for child in reversed(self.children):
+            stopped = child.stop()
+            self.stopped.append({"name": child.name, "pid": child.proc.pid, "stopped": stopped})
+        self.children.clear()
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
@@ -110,53 +82,32 @@ class ActSkipped(Exception):
     """The act cannot run; the message says why in one line."""
 
 
-def _last_line(path: Path) -> str:
-    with contextlib.suppress(OSError):
-        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-        if lines:
-            return lines[-1].strip()[:200]
-    return "no output"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _private(directory: Path, name: str, text: str, owner: pwd.struct_passwd | None) -> Path:
-    path = directory / name
-    path.write_text(text)
-    path.chmod(0o600)
+    path = private_file(directory, name, text)
     if owner is not None:
         os.chown(path, owner.pw_uid, owner.pw_gid)
     return path
 
 
-def _wait(child: _Proc, ready: Callable[[], bool], what: str, timeout: float) -> None:
+def _wait_listening(child: Child, port: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if child.proc.poll() is not None:
             raise ActSkipped(
-                f"{child.name} exited with status {child.proc.returncode}: {_last_line(child.log)}"
+                f"{child.name} exited with status {child.proc.returncode}: {child.last_line()}"
             )
-        with contextlib.suppress(Exception):
-            if ready():
-                return
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
         time.sleep(0.1)
-    raise ActSkipped(f"{child.name} did not {what} within {timeout:g} s: {_last_line(child.log)}")
+    raise ActSkipped(
+        f"{child.name} did not listen on 127.0.0.1:{port} in {timeout:g} s: {child.last_line()}"
+    )
 
 
-def _http_ok(url: str) -> bool:
-    import httpx
-
-    return httpx.get(url, timeout=2).status_code == 200
-
-
-def _tcp_ok(port: int) -> bool:
-    with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-        return True
+def _wait_http(child: Child, url: str, timeout: float) -> None:
+    why = wait_http(child, url, timeout)
+    if why:
+        raise ActSkipped(f"{child.name} {why}")
 
 
 def _server_socket(socket_dir: str) -> tuple[str, int]:
@@ -169,7 +120,8 @@ def start_stack(act: ActProcesses, local: Any, binary: str) -> tuple[str, str, s
     """Start PgBouncer, the app through it and the exporter: (app URL, its /metrics, exporter)."""
     host, port = _server_socket(local.socket_dir)
     # PgBouncer refuses to run as root; the embedded server's socket sits in a directory only
-    # its own OS user may enter, so PgBouncer runs as that user.
+    # its own OS user may enter, so PgBouncer runs as that user. It logs to stderr, which
+    # spawn() sends to pgbouncer.log.
     owner = None
     if os.geteuid() == 0:
         owner = pwd.getpwuid(os.stat(host).st_uid)
@@ -180,7 +132,7 @@ def start_stack(act: ActProcesses, local: Any, binary: str) -> tuple[str, str, s
     d = act.directory
     users = f'"{APP_USER}" "{app_password}"\n"{STATS_USER}" "{stats_password}"\n'
     _private(d, "userlist.txt", users, owner)
-    bport = _free_port()
+    bport = free_port()
     ini = "\n".join(
         [
             "[databases]",
@@ -192,7 +144,6 @@ def start_stack(act: ActProcesses, local: Any, binary: str) -> tuple[str, str, s
             f"unix_socket_dir = {d}",
             "auth_type = md5",
             f"auth_file = {d / 'userlist.txt'}",
-            f"logfile = {d / 'pgbouncer.log'}",
             f"pidfile = {d / 'pgbouncer.pid'}",
             f"stats_users = {STATS_USER}",
             "pool_mode = transaction",
@@ -209,7 +160,7 @@ def start_stack(act: ActProcesses, local: Any, binary: str) -> tuple[str, str, s
     if owner is not None:
         user = {"user": owner.pw_uid, "group": owner.pw_gid, "extra_groups": []}
     bouncer = act.spawn("pgbouncer", [binary, str(config)], **user)
-    _wait(bouncer, lambda: _tcp_ok(bport), f"listen on 127.0.0.1:{bport}", 15.0)
+    _wait_listening(bouncer, bport, 15.0)
 
     url = f"postgresql+asyncpg://{APP_USER}:{app_password}@127.0.0.1:{bport}/{DATABASE}"
     url_file = _private(d, "app-url", url, None)
@@ -240,11 +191,11 @@ def start_stack(act: ActProcesses, local: Any, binary: str) -> tuple[str, str, s
     finally:
         listener.close()
     app_url = f"http://127.0.0.1:{app_port}"
-    _wait(app, lambda: _http_ok(app_url + "/healthz"), "answer /healthz", 30.0)
+    _wait_http(app, app_url + "/healthz", 30.0)
 
     admin = f"postgresql://{STATS_USER}:{stats_password}@127.0.0.1:{bport}/pgbouncer"
     dsn_file = _private(d, "exporter-pgbouncer-dsn", admin, None)
-    eport = _free_port()
+    eport = free_port()
     exporter = act.spawn(
         "exporter-pgbouncer",
         [
@@ -258,7 +209,7 @@ def start_stack(act: ActProcesses, local: Any, binary: str) -> tuple[str, str, s
         ],
     )
     exporter_url = f"http://127.0.0.1:{eport}/metrics"
-    _wait(exporter, lambda: _http_ok(exporter_url), "serve /metrics", 20.0)
+    _wait_http(exporter, exporter_url, 20.0)
     return app_url, app_url + "/metrics", exporter_url
 
 
