@@ -253,7 +253,8 @@ async def _drive(
 
 
 def run_pgbouncer_act(local: Any, display: Display, duration: float) -> str:
-    """Run the act in front of the embedded server ``local``; one summary line for the end.
+    """Run the act in front of the embedded server ``local``; its result (or why it was
+    skipped) in one line, for the demo's summary.
 
     ``local`` is the demo's :class:`~poolwatch.embedded.LocalPostgres` (None with ``--dsn``:
     the act is skipped, as it is without ``pgbouncer`` or ``poolwatch-exporter``).
@@ -264,9 +265,7 @@ def run_pgbouncer_act(local: Any, display: Display, duration: float) -> str:
     elif binary is not None and importlib.util.find_spec("poolwatch.exporter.__main__") is None:
         why = "poolwatch-exporter is not installed here"
     if binary is None or why:
-        text = f"skipped the PgBouncer act: {why}"
-        display.event(text, "skip")
-        return text
+        return f"skipped the PgBouncer act: {why}"
     length = act_length(duration)
     display.line("")
     display.event(
@@ -279,9 +278,7 @@ def run_pgbouncer_act(local: Any, display: Display, duration: float) -> str:
         try:
             app_url, app_metrics, exporter = start_stack(act, local, binary)
         except ActSkipped as exc:
-            text = f"skipped the PgBouncer act: {exc}"
-            display.event(text, "skip")
-            return text
+            return f"skipped the PgBouncer act: {exc}"
         display.event(
             f"app /metrics {app_metrics}; exporter --pgbouncer.dsn /metrics {exporter}",
             "pgbouncer",
@@ -292,13 +289,19 @@ def run_pgbouncer_act(local: Any, display: Display, duration: float) -> str:
         for p in act.stopped
     )
     fired = ", ".join(result["alerts"]) or "none"
+    moved = result["max_app_waiting"] == 0 and result["max_pgbouncer_cl_waiting"] > 0
     text = (
         f"PgBouncer act: app pool max waiting {result['max_app_waiting']:g} (checkout p95 "
         f"{result['app_checkout_p95_seconds']:.3f} s) while PgBouncer had up to "
         f"{result['max_pgbouncer_cl_waiting']:g} clients waiting (maxwait "
         f"{result['max_pgbouncer_maxwait_seconds']:.2f} s, sv_active "
-        f"{result['max_pgbouncer_sv_active']:g}/{PGBOUNCER_POOL_SIZE}); the wait moved into "
-        f"PgBouncer's queue; alerts that would fire: {fired}"
+        f"{result['max_pgbouncer_sv_active']:g}/{PGBOUNCER_POOL_SIZE}); "
+        + (
+            "the wait moved into PgBouncer's queue"
+            if moved
+            else "the wait did not move into PgBouncer's queue alone this time"
+        )
+        + f"; alerts that would fire: {fired}"
     )
     if result["alerts_not_in_thresholds"]:
         text += "; not evaluated (not in this version's poolwatch.thresholds): " + ", ".join(
@@ -306,7 +309,6 @@ def run_pgbouncer_act(local: Any, display: Display, duration: float) -> str:
         )
     if result["errors"]:
         text += f"; {result['errors']} request errors, last: {result['last_error']}"
-    display.event(text, "pgbouncer")
     gone = "LEFT BEHIND" if act.directory.exists() else "removed"
     display.event(
         f"PgBouncer act cleaned up: stopped {stopped}; {gone} {act.directory}", "pgbouncer"
