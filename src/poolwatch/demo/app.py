@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import inspect
 import logging
 import socket
 import sys
@@ -76,13 +75,10 @@ def create_app(
     """The demo app for the SQLAlchemy URL ``url`` (``postgresql+asyncpg://``)."""
     registry = CollectorRegistry()
     connect_args: dict[str, Any] = {"server_settings": {"application_name": APP_NAME}}
-    extra: dict[str, Any] = {}
     if through_pgbouncer:
         # The runbook's transaction-mode setting. A pre-ping would queue in PgBouncer like
         # any statement and blur the two waits the act sets side by side.
         connect_args["statement_cache_size"] = 0
-        if "through_pgbouncer" in inspect.signature(poolwatch.instrument).parameters:
-            extra["through_pgbouncer"] = True
     engine = create_async_engine(
         url,
         pool_size=pool_size,
@@ -92,7 +88,11 @@ def create_app(
         connect_args=connect_args,
     )
     handle = poolwatch.instrument(
-        engine, name=pool_name, registry=registry, leak_threshold=leak_threshold, **extra
+        engine,
+        name=pool_name,
+        registry=registry,
+        leak_threshold=leak_threshold,
+        through_pgbouncer=through_pgbouncer,
     )
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     leaked: list[AsyncSession] = []

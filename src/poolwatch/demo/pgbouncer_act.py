@@ -76,11 +76,10 @@ def _pool_size(n: Numbers) -> float:
 
 Check = Callable[[Numbers, float], str | None]
 
-# (attribute of poolwatch.thresholds, the alert's name, how the demo evaluates its expression)
-ALERTS: tuple[tuple[str, str, Check], ...] = (
+# (the alert's threshold, how the demo evaluates its expression on the scraped series)
+ALERTS: tuple[tuple[thresholds.Threshold, Check], ...] = (
     (
-        "PGBOUNCER_CLIENTS_WAITING",
-        "PoolwatchPgBouncerClientsWaiting",
+        thresholds.PGBOUNCER_CLIENTS_WAITING,
         lambda n, limit: (
             f"cl_waiting {n.pgb(m.PGBOUNCER_POOLS_CLIENT_WAITING):g} > {limit:g}"
             if n.pgb(m.PGBOUNCER_POOLS_CLIENT_WAITING) > limit
@@ -88,15 +87,13 @@ ALERTS: tuple[tuple[str, str, Check], ...] = (
         ),
     ),
     (
-        "PGBOUNCER_WAIT_SLOW",
-        "PoolwatchPgBouncerWaitSlow",
+        thresholds.PGBOUNCER_WAIT_SLOW,
         lambda n, limit: (
             f"maxwait {n.maxwait():.2f} s > {limit:g} s" if n.maxwait() > limit else None
         ),
     ),
     (
-        "PGBOUNCER_SERVER_POOL_SATURATED",
-        "PoolwatchPgBouncerServerPoolSaturated",
+        thresholds.PGBOUNCER_SERVER_POOL_SATURATED,
         lambda n, _limit: (
             f"sv_active {n.pgb(m.PGBOUNCER_POOLS_SERVER_ACTIVE):g} >= pool_size {_pool_size(n):g}"
             if _pool_size(n) > 0 and n.pgb(m.PGBOUNCER_POOLS_SERVER_ACTIVE) >= _pool_size(n)
@@ -108,22 +105,24 @@ ALERTS: tuple[tuple[str, str, Check], ...] = (
 
 @dataclass(frozen=True)
 class ActAlert:
-    """An alert of the act: its threshold when this version's table has it."""
+    """An alert of the act: its threshold and how the demo evaluates its expression."""
 
-    name: str
-    threshold: thresholds.Threshold | None
+    threshold: thresholds.Threshold
     check: Check
 
+    @property
+    def name(self) -> str:
+        """The alert's name in alerts/pgbouncer.rules.yml."""
+        return self.threshold.alert
+
     def why(self, n: Numbers) -> str | None:
-        """Why it would fire now (None when it would not, or cannot be evaluated)."""
-        if self.threshold is None:
-            return None
+        """Why it would fire now (None when it would not)."""
         return self.check(n, self.threshold.value or 0.0)
 
 
 def act_alerts() -> list[ActAlert]:
     """The act's alerts, with the thresholds :mod:`poolwatch.thresholds` has for them."""
-    return [ActAlert(name, getattr(thresholds, attr, None), check) for attr, name, check in ALERTS]
+    return [ActAlert(threshold, check) for threshold, check in ALERTS]
 
 
 # --- the act ----------------------------------------------------------------------------------
@@ -201,7 +200,6 @@ async def _drive(
                     if why and alert.name not in seen.alerts:
                         seen.alerts.append(alert.name)
                         t = alert.threshold
-                        assert t is not None
                         display.event(
                             f"{alert.name} ({t.severity}) would fire after for: {t.for_}: {why}",
                             "alert",
@@ -234,7 +232,6 @@ async def _drive(
     checkout_p95 = quantile(
         0.95, now.app.buckets(name, pool=APP_POOL), first.app.buckets(name, pool=APP_POOL)
     )
-    missing = [a.name for a in alerts if a.threshold is None]
     return {
         "key": "pgbouncer",
         "seconds": round(length, 1),
@@ -248,7 +245,6 @@ async def _drive(
         "max_pgbouncer_maxwait_seconds": round(seen.maxwait, 3),
         "max_pgbouncer_sv_active": seen.sv_active,
         "alerts": seen.alerts,
-        "alerts_not_in_thresholds": missing,
     }
 
 
@@ -303,10 +299,6 @@ def run_pgbouncer_act(local: Any, display: Display, duration: float) -> str:
         )
         + f"; alerts that would fire: {fired}"
     )
-    if result["alerts_not_in_thresholds"]:
-        text += "; not evaluated (not in this version's poolwatch.thresholds): " + ", ".join(
-            result["alerts_not_in_thresholds"]
-        )
     if result["errors"]:
         text += f"; {result['errors']} request errors, last: {result['last_error']}"
     gone = "LEFT BEHIND" if act.directory.exists() else "removed"
