@@ -36,6 +36,7 @@ class LocalPostgres:
     socket_dir: str
     _server: Any = field(repr=False)
     _owns_dir: Path | None = field(default=None, repr=False)
+    _restarted: bool = field(default=False, repr=False)
 
     def dsn(self, database: str = "postgres", user: str = "postgres", password: str = "") -> str:
         """A libpq URL for ``user`` on ``database``."""
@@ -58,6 +59,7 @@ class LocalPostgres:
     def restart(self) -> None:
         """Restart the server (same socket and data), waiting until it accepts connections."""
         self.pg_ctl("-w", "restart", "-m", "fast")
+        self._restarted = True
 
     def stop_server(self) -> None:
         """Stop the server process but keep its data (``start_server`` brings it back)."""
@@ -67,6 +69,7 @@ class LocalPostgres:
         """Start a server stopped by :meth:`stop_server`."""
         log = str(self.pgdata / "log")
         self.pg_ctl("-w", "start", "-o", '-h ""', "-o", f"-k {self.socket_dir}", "-l", log)
+        self._restarted = True
 
     def reload(self) -> None:
         """Ask the server to re-read its configuration files (pg_hba.conf, postgresql.conf)."""
@@ -75,11 +78,13 @@ class LocalPostgres:
     def stop(self) -> None:
         """Stop the server and delete its data directory.
 
-        A server restarted through :meth:`start_server` is no longer the process the
-        package's own cleanup knows, so it is stopped with ``pg_ctl`` first: the data
-        directory is never deleted under a running server.
+        A server restarted through :meth:`restart` or :meth:`start_server` is no longer the
+        process the package's own cleanup knows, so it is stopped with ``pg_ctl`` first: the
+        data directory is never deleted under a running server. (The first server is left to
+        the package, which stops it itself; stopping it here first made the package log a
+        failed stop and kill the already stopped process.)
         """
-        if (self.pgdata / "postmaster.pid").exists():
+        if self._restarted and (self.pgdata / "postmaster.pid").exists():
             with contextlib.suppress(Exception):
                 self.stop_server()
         with contextlib.suppress(Exception):
