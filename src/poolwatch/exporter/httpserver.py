@@ -227,7 +227,13 @@ class HttpServer:
             return
         try:
             await self._serve_connection(conn, reader)
-        except (ConnectionError, OSError, asyncio.IncompleteReadError, ssl.SSLError) as exc:
+        except (
+            ConnectionError,
+            OSError,
+            asyncio.IncompleteReadError,
+            asyncio.TimeoutError,  # not an OSError before Python 3.11: a client not reading
+            ssl.SSLError,
+        ) as exc:
             log.debug("HTTP connection ended", extra={"fields": {"err": exc}})
         except Exception:  # a bug must not take the server down; say what it was
             log.exception("HTTP connection failed unexpectedly")

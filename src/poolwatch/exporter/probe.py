@@ -280,7 +280,13 @@ class Prober:
             del self._entries[entry.key]
         self.idle_closed += len(idle)
         for entry in idle:
-            await entry.scraper.target.source.close()
+            try:
+                await entry.scraper.target.source.close()
+            except Exception:  # one target's close must not leave the others' connections open
+                log.exception(
+                    "closing idle probe target failed", extra={"fields": {"target": entry.shown}}
+                )
+                continue
             log.info("closed idle probe target", extra={"fields": {"target": entry.shown}})
         return len(idle)
 

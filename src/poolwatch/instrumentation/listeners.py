@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from asyncio import CancelledError
+from asyncio import TimeoutError as AsyncioTimeoutError
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -101,7 +102,7 @@ def invalidation_reason(
     # know what state it was left in: that is not the server going away.
     if isinstance(exception, CancelledError):
         return "cancelled"  # the task was cancelled during a checkout, query or reset
-    if isinstance(exception, TimeoutError):
+    if isinstance(exception, TimeoutError | AsyncioTimeoutError):  # two classes before 3.11
         return "timeout"  # a driver-side timeout (asyncio.TimeoutError), e.g. command_timeout
     if not isinstance(exception, Exception):
         return "interrupted"  # KeyboardInterrupt, SystemExit, GeneratorExit
