@@ -249,7 +249,14 @@ class Database:
                     raise self._fail(describe_error(exc, self.dsn)) from None
                 except asyncpg.QueryCanceledError as exc:
                     raise describe_error(exc, self.dsn) from None  # statement_timeout
-                except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError) as exc:
+                except (
+                    asyncpg.PostgresConnectionError,
+                    asyncpg.InterfaceError,
+                    # the protocol is stuck mid-operation ("another operation is in progress"),
+                    # seen after a terminated backend: the connection is unusable, replace it
+                    asyncpg.InternalClientError,
+                    OSError,
+                ) as exc:
                     self._drop()
                     if fresh or attempt == 2:
                         raise self._fail(describe_error(exc, self.dsn)) from None
