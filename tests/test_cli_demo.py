@@ -91,7 +91,12 @@ def test_demo_walks_every_phase_and_leaves_nothing_behind() -> None:
 
 
 @pytest.mark.timeout(120)
-def test_demo_on_dsn_stops_cleanly_on_ctrl_c(pg: PgTarget) -> None:
+@pytest.mark.parametrize(
+    "stop",
+    [signal.SIGINT, signal.SIGTERM, signal.SIGHUP],
+    ids=["ctrl_c", "sigterm", "terminal_closed"],
+)
+def test_demo_on_dsn_stops_cleanly_on_ctrl_c(pg: PgTarget, stop: signal.Signals) -> None:
     proc = subprocess.Popen(
         demo_argv("--dsn", pg.dsn, "--duration", "60", "--json"),
         stdout=subprocess.PIPE,
@@ -110,7 +115,7 @@ def test_demo_on_dsn_stops_cleanly_on_ctrl_c(pg: PgTarget) -> None:
             pytest.fail(
                 f"demo ended before phase 2: {events} {proc.stderr.read() if proc.stderr else ''}"
             )
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)
         rest, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:

@@ -29,12 +29,11 @@ from poolwatch.demo.phases import LEAK_THRESHOLD, PHASES, Driver, Setup
 from poolwatch.demo.processes import DemoError, Resources, private_file, start_exporter, wait_http
 
 
-class _Interrupted(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C."""
-
-
 def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
-    raise _Interrupted()
+    """SIGTERM or SIGHUP (the terminal closed), handled like Ctrl-C."""
+    # Turned into the Ctrl-C it stands for: asyncio.run() cancels its main task on SIGINT
+    # cleanly, where an exception raised here would land in whichever task was running.
+    signal.raise_signal(signal.SIGINT)
 
 
 def _start(res: Resources, dsn: str | None, stale_threshold: int) -> Setup:
@@ -102,7 +101,10 @@ def run_demo(dsn: str | None, duration: float, json_lines: bool, out: TextIO) ->
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     display = Display(out, json_lines)
     res = Resources(workdir=Path(tempfile.mkdtemp(prefix="poolwatch-demo-")))
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    # The children run in their own process groups: a closed terminal (SIGHUP) must stop
+    # them too, as Ctrl-C and SIGTERM do, not leave the app, exporter and server running.
+    stops = [signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])]
+    previous = {sig: signal.signal(sig, _on_sigterm) for sig in stops}
     interrupted = False
     lock_length = duration * PHASES[-1].fraction
     stale_threshold = max(1, min(5, int(lock_length / 3)))
@@ -132,7 +134,8 @@ def run_demo(dsn: str | None, duration: float, json_lines: bool, out: TextIO) ->
         interrupted = True
         display.line("interrupted: stopping everything")
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         report = res.close()
         display.cleanup(report)
     return 130 if interrupted else 0
