@@ -23,7 +23,7 @@ fi
 .venv-sa20/bin/python -m pip install -q --upgrade pip
 .venv-sa20/bin/python -m pip install -q -e '.[dev]' 'sqlalchemy[asyncio]>=2.0,<2.1'
 .venv-sa20/bin/python -c 'import sqlalchemy, sys; v = sqlalchemy.__version__; print("SQLAlchemy", v); sys.exit(not v.startswith("2.0."))'
-.venv-sa20/bin/python -m pytest -m instrumentation "$@"
+.venv-sa20/bin/python -m pytest tests/instrumentation "$@"
 
 echo "== exporter tests on Debian's PostgreSQL 15"
 bash scripts/with-debian-postgres.sh .venv/bin/python -m pytest tests/exporter "$@"

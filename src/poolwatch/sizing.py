@@ -303,5 +303,5 @@ def pgbouncer_snippet(pool_size: int, max_overflow: int, pool_timeout: float) ->
 #: statements are then unnamed, so none outlives a transaction on PgBouncer's server side.
 #: Required and enough; SQLAlchemy's prepared_statement_cache_size needs no change, and a
 #: unique prepared_statement_name_func leaks named statements onto PgBouncer's server
-#: connections (tests/test_pgbouncer_transaction_settings.py).
+#: connections (tests/instrumentation/test_pgbouncer_transaction_settings.py).
 PGBOUNCER_CONNECT_ARGS: dict[str, int] = {"statement_cache_size": 0}

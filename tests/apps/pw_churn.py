@@ -1,4 +1,4 @@
-"""Worker churn at fork speed, for tests/test_multiprocess_archive.py.
+"""Worker churn at fork speed, for tests/instrumentation/test_multiprocess_archive.py.
 
 usage: python pw_churn.py <replacements>   (PROMETHEUS_MULTIPROC_DIR set by the caller)
 

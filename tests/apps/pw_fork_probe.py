@@ -1,4 +1,4 @@
-"""Fork-safety probe, run as a subprocess by tests/test_fork_safety.py.
+"""Fork-safety probe, run as a subprocess by tests/instrumentation/test_fork_safety.py.
 
 usage: python pw_fork_probe.py <sqlalchemy url> <inherit|dispose|unused>
 

@@ -1,4 +1,4 @@
-"""A worker process writing into PROMETHEUS_MULTIPROC_DIR, for tests/test_multiprocess_archive.py.
+"""A worker process writing into PROMETHEUS_MULTIPROC_DIR, for tests/instrumentation/test_multiprocess_archive.py.
 
 usage: python pw_metrics_writer.py <sqlalchemy url> <checkouts>
 

@@ -1,4 +1,4 @@
-"""Multiprocess set-up probe, run as a subprocess by tests/test_multiprocess_setup.py.
+"""Multiprocess set-up probe, run as a subprocess by tests/instrumentation/test_multiprocess_setup.py.
 
 usage: python pw_mp_setup_probe.py <sqlalchemy url>   (PROMETHEUS_MULTIPROC_DIR set by the test)
 

@@ -1,4 +1,4 @@
-"""A scraper in another process, for tests/test_multiprocess_archive.py.
+"""A scraper in another process, for tests/instrumentation/test_multiprocess_archive.py.
 
 usage: python pw_scrape_loop.py <dir> <stop file>
 

@@ -25,8 +25,6 @@ import poolwatch
 from support import PgTarget
 from support import pool_sample as value
 
-pytestmark = pytest.mark.instrumentation
-
 FLAG = "sqlalchemy_pool_through_pgbouncer"
 WORKERS = 4
 POOL_SIZE, MAX_OVERFLOW = 3, 2

@@ -22,8 +22,6 @@ import pytest
 from support import PgTarget, skip_or_fail
 from workers_support import MAX_OVERFLOW, POOL_SIZE, WORKERS, Server, wait_for
 
-pytestmark = pytest.mark.instrumentation
-
 
 @pytest.fixture(params=["uvicorn", "gunicorn"])
 def server(request: pytest.FixtureRequest, pg: PgTarget, tmp_path: Path) -> Iterator[Server]:

@@ -24,8 +24,6 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from pgbouncer_support import PgBouncer
 from poolwatch.sizing import PGBOUNCER_CONNECT_ARGS
 
-pytestmark = pytest.mark.instrumentation
-
 CLIENTS = 8
 TASKS = 24
 ROUNDS = 12

@@ -11,13 +11,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from support import PgTarget
 
-pytestmark = pytest.mark.instrumentation
-
-PROBE = Path(__file__).parent / "apps" / "pw_fork_probe.py"
+PROBE = Path(__file__).parent.parent / "apps" / "pw_fork_probe.py"
 
 
 def run_probe(pg: PgTarget, mode: str, tmp_path: Path) -> dict[str, Any]:

@@ -15,9 +15,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from test_cli_demo import demo_argv, require_embedded
 
 from support import require_tool
-from test_cli_demo import demo_argv, require_embedded
 
 PANEL_ROW = re.compile(r"app pool +checked out ")  # the second row of the panel: one per copy
 

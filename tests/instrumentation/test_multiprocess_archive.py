@@ -30,9 +30,7 @@ from poolwatch.instrumentation.archive import (
 from poolwatch.instrumentation.multiprocess import mark_dead_processes
 from support import PgTarget, skip_or_fail
 
-pytestmark = pytest.mark.instrumentation
-
-APPS = Path(__file__).parent / "apps"
+APPS = Path(__file__).parent.parent / "apps"
 NS_LAST_PID = Path("/proc/sys/kernel/ns_last_pid")
 
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from test_cli_size import assert_one_line_error, poolwatch
 
 from poolwatch.urls import with_database
 from support import PgTarget
-from test_cli_size import assert_one_line_error, poolwatch
 
 GOOD_DB = "poolwatch_doctor_good"
 GOOD_FLAGS = [

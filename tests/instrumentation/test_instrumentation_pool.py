@@ -29,8 +29,6 @@ from support import PgTarget, terminate_backend, wait_for_sample
 from support import hold_connections as hold
 from support import pool_sample as value
 
-pytestmark = pytest.mark.instrumentation
-
 
 def assert_gauges_match_pool(registry: CollectorRegistry, engine: AsyncEngine, pool: str) -> None:
     p = engine.pool

@@ -16,16 +16,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 
 import poolwatch
 from poolwatch import metric_names as m
 from support import PgTarget
 
-pytestmark = pytest.mark.instrumentation
-
-APPS = Path(__file__).parent / "apps"
+APPS = Path(__file__).parent.parent / "apps"
 COUNTERS = [s.name for s in m.INSTRUMENTATION_METRICS if s.type == "counter"]
 HISTOGRAMS = [s.name for s in m.INSTRUMENTATION_METRICS if s.type == "histogram"]
 

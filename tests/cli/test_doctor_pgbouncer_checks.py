@@ -1,6 +1,6 @@
 """The PgBouncer checks of ``poolwatch doctor`` on settings a real PgBouncer would report.
 
-The paths tests/test_cli_pgbouncer.py cannot reach with one PgBouncer configuration: session
+The paths tests/cli/test_cli_pgbouncer.py cannot reach with one PgBouncer configuration: session
 mode, a disabled query_wait_timeout, a newer PgBouncer's SHOW CONFIG with extra keys.
 """
 

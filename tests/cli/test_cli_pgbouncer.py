@@ -12,10 +12,10 @@ from typing import Any
 
 import asyncpg
 from sqlalchemy import text
-
-from pgbouncer_support import NOBODY_USER, STATS_PASSWORD, STATS_USER, PgBouncer
 from test_cli_doctor import GOOD_FLAGS, checks
 from test_cli_size import assert_one_line_error, poolwatch
+
+from pgbouncer_support import NOBODY_USER, STATS_PASSWORD, STATS_USER, PgBouncer
 
 
 async def leftover_statements(bouncer: PgBouncer) -> int:

@@ -21,8 +21,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 import poolwatch
 from support import PgTarget
 
-pytestmark = pytest.mark.instrumentation
-
 
 def value(registry: CollectorRegistry, name: str, pool: str, **labels: str) -> float | None:
     return registry.get_sample_value(name, {"pool": pool, **labels})

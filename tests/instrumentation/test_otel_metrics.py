@@ -31,8 +31,6 @@ from support import PgTarget, terminate_backend, wait_for_sample
 from support import hold_connections as hold
 from support import pool_sample as prom
 
-pytestmark = pytest.mark.instrumentation
-
 POOL = "db.client.connection.pool.name"
 
 

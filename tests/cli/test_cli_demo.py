@@ -16,9 +16,9 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from test_cli_size import SCRIPT
 
 from support import PgTarget, skip_or_fail
-from test_cli_size import SCRIPT
 
 
 def demo_argv(*args: str) -> list[str]:
