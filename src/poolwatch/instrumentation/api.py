@@ -134,7 +134,8 @@ def instrument(
             asyncio task or thread that checked the connection out and the file:line it
             is at when the leak is reported (or that it finished without returning it).
             ``"checkout"``: the exact file:line and function of every checkout, captured
-            when it happens (walks the stack: ~8 us per checkout under an AsyncEngine).
+            when it happens (walks the stack at every checkout, which costs more than all the
+            other bookkeeping of a checkout).
         multiprocess: write the metrics into prometheus_client's multiprocess files so
             that a scrape of any worker reports every worker (docs/multiprocess.md).
             Default: on when ``PROMETHEUS_MULTIPROC_DIR`` is set.

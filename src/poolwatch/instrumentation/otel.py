@@ -10,8 +10,9 @@ stability; see docs/opentelemetry.md):
   ``.idle.max``, ``.idle.min``, ``.max``, ``.pending_requests`` and the ``.timeouts``
   counter cost nothing on the hot path;
 * the three duration histograms (``.create_time``, ``.wait_time``, ``.use_time``) need one
-  value per event. A synchronous SDK ``record()`` costs ~15 us, so a checkout only appends
-  ``(kind, seconds, context)`` to a per-pool buffer (~0.3 us); the buffer is replayed into
+  value per event. A synchronous SDK ``record()`` costs more than the rest of a checkout's
+  bookkeeping together, so a checkout only appends ``(kind, seconds, context)`` to a
+  per-pool buffer; the buffer is replayed into
   the SDK histograms at collection time (from an observable callback, which the SDK runs
   before it aggregates) and by the background flusher (every POOLWATCH_FLUSH_INTERVAL s, or
   sooner when 1024 observations are pending), off the request path. The captured context

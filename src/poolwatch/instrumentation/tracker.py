@@ -87,9 +87,8 @@ class PoolTracker:
             _PY_CURRENT_TASKS if self.capture is asyncio.current_task else None
         )
         # An asyncio engine's pool is only touched from its event loop's thread, so the
-        # hot path skips the lock there (an uncontended lock round trip costs ~0.3-0.5 us,
-        # a measurable share of a ~90 us checkout). Sync pools, and Python builds without
-        # the GIL, take it.
+        # hot path skips the lock there (an uncontended lock round trip is a measurable
+        # share of a checkout). Sync pools, and Python builds without the GIL, take it.
         self.threaded = not engine.dialect.is_async or _gil_disabled()
         self.closed = False
         self._error_logged = False
