@@ -20,7 +20,7 @@ from pgbouncer_support import (
     free_port,
 )
 from poolwatch.pgbouncer import AdminConsole, ConsoleError
-from poolwatch.pgbouncer.console import parse_target
+from poolwatch.pgbouncer.target import parse_target
 from support import require_tool
 
 

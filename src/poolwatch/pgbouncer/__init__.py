@@ -7,6 +7,7 @@ Example::
         pools = await c.show("POOLS")
 """
 
-from poolwatch.pgbouncer.console import SHOW_COMMANDS, AdminConsole, ConsoleError, Rows
+from poolwatch.pgbouncer.console import SHOW_COMMANDS, AdminConsole, Rows
+from poolwatch.pgbouncer.target import ConsoleError
 
 __all__ = ["SHOW_COMMANDS", "AdminConsole", "ConsoleError", "Rows"]

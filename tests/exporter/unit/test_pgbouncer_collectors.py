@@ -11,7 +11,8 @@ from poolwatch.exporter.pgbouncer import COLLECTORS
 from poolwatch.exporter.pgbouncer.collectors import config_seconds, version_label
 from poolwatch.exporter.pgbouncer.snapshot import PgBouncerSnapshot
 from poolwatch.exporter.target import CollectorRunner
-from poolwatch.pgbouncer.console import ConsoleError, Rows
+from poolwatch.pgbouncer.console import Rows
+from poolwatch.pgbouncer.target import ConsoleError
 
 POOLS_1_18 = (
     "database", "user", "cl_active", "cl_waiting", "cl_active_cancel_req",

@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from poolwatch.pgbouncer.console import ConsoleError, Rows
+from poolwatch.pgbouncer.console import Rows
+from poolwatch.pgbouncer.target import ConsoleError
 
 from ...metric_names import OTHER_LABEL_VALUE
 from ..collectors.base import LabelFolder, text

@@ -15,7 +15,8 @@ import asyncio
 import logging
 import time
 
-from poolwatch.pgbouncer.console import AdminConsole, ConsoleError, Rows
+from poolwatch.pgbouncer.console import AdminConsole, Rows
+from poolwatch.pgbouncer.target import ConsoleError
 
 from .. import APPLICATION_NAME
 from ..backoff import Backoff
