@@ -71,9 +71,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="interpreters per variant")
     args = parser.parse_args()
+    from _postgres import exit_on_sigterm
     from pgbouncer_support import running_pgbouncer
     from poolwatch.embedded import start_local_postgres
 
+    exit_on_sigterm()
     local = start_local_postgres()
     try:
         with running_pgbouncer(local.dsn()) as bouncer:

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import asyncpg
 
+from _postgres import exit_on_sigterm
 from poolwatch.embedded import start_local_postgres
 from poolwatch.exporter.collectors import build_sql
 from poolwatch.exporter.database import FEATURES_SQL, Features
@@ -212,6 +213,7 @@ async def main() -> None:
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
 
+    exit_on_sigterm()
     local = start_local_postgres()
     try:
         admin = await asyncpg.connect(local.dsn())

@@ -41,6 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "bench"))
 
+from _postgres import exit_on_sigterm  # noqa: E402
 from bench_exporter import Scraper, free_port, rss_mb, wait_listening  # noqa: E402
 from pgbouncer_support import PGBOUNCER_BIN, STATS_PASSWORD, STATS_USER, running_pgbouncer  # noqa: E402
 from poolwatch.embedded import start_local_postgres  # noqa: E402
@@ -96,6 +97,7 @@ async def main() -> None:
     args = parser.parse_args()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    exit_on_sigterm()
     pg = start_local_postgres()
     procs: list[subprocess.Popen[bytes]] = []
     conns: list[asyncpg.Connection] = []
