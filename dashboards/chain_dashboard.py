@@ -11,8 +11,20 @@ from __future__ import annotations
 from typing import Any
 
 from budget_rules import ALLOWED, BUDGET_USABLE, DIRECT, MAX_CLIENT, PGB_SERVER, THROUGH
-from panels import Panel, dashboard, query_variable, row, stat, steps, target, targets, timeseries
-from promql import PGB_REAL, capacity, quiet_as_zero, sel, sessions, usable
+from panels import (
+    Panel,
+    breakdown,
+    dashboard,
+    query_variable,
+    section,
+    stat,
+    steps,
+    target,
+    targets,
+    timeseries,
+)
+from promql import PGB_REAL, capacity, quiet_as_zero, rate, sel, server_utilization, usable
+from server_panels import connections_used
 
 from poolwatch import metric_names as m
 from poolwatch import thresholds as t
@@ -21,17 +33,15 @@ SERVER = 'pg_server=~"$pg_server"'
 APP = f'{SERVER}, job=~"$job", pool=~"$pool"'
 PGB = f"{SERVER}, {PGB_REAL}"
 PGB_DB = f'{SERVER}, name!="pgbouncer"'
-RATE = "[$__rate_interval]"
 PER_POOL = "{{pool}}"
 PER_PGB_POOL = "{{database}}/{{user}}"
 SLOW, PGB_SLOW = t.POOL_CHECKOUT_SLOW, t.PGBOUNCER_WAIT_SLOW
 WARN, CRIT = t.POSTGRES_CONNECTIONS_WARNING, t.POSTGRES_CONNECTIONS_CRITICAL
-USED = f"{sessions(SERVER)} / ({usable(SERVER)})"
 
 
 def _checkout_p95(by: str) -> str:
-    buckets = sel(m.POOL_CHECKOUT_DURATION, APP, "_bucket")
-    return f"histogram_quantile(0.95, sum by ({by}) (rate({buckets}{RATE})))"
+    buckets = rate(m.POOL_CHECKOUT_DURATION, APP, "_bucket")
+    return f"histogram_quantile(0.95, sum by ({by}) ({buckets}))"
 
 
 def bottleneck() -> list[Panel]:
@@ -40,8 +50,8 @@ def bottleneck() -> list[Panel]:
     lock_waits = quiet_as_zero(
         f"sum({sel(m.PG_LOCK_WAITING_SESSIONS, SERVER)})", SERVER, aggregated=True
     )
-    return [
-        row("Where is the wait? (app -> PgBouncer -> PostgreSQL)"),
+    return section(
+        "Where is the wait? (app -> PgBouncer -> PostgreSQL)",
         stat(
             "App: callers waiting",
             "Callers queued for a connection in the app's pools "
@@ -49,7 +59,6 @@ def bottleneck() -> list[Panel]:
             [target(waiting, "")],
             "short",
             thresholds=steps((1, "red")),
-            width=4,
         ),
         stat(
             "App: checkout wait p95",
@@ -58,7 +67,6 @@ def bottleneck() -> list[Panel]:
             [target(_checkout_p95("le"), "")],
             "s",
             thresholds=steps((SLOW.value, "red")),
-            width=4,
         ),
         stat(
             "PgBouncer: clients waiting",
@@ -67,7 +75,6 @@ def bottleneck() -> list[Panel]:
             [target(f"sum({sel(m.PGBOUNCER_POOLS_CLIENT_WAITING, PGB)})", "")],
             "short",
             thresholds=steps((1, "orange")),
-            width=4,
         ),
         stat(
             "PgBouncer: longest wait now",
@@ -76,16 +83,13 @@ def bottleneck() -> list[Panel]:
             [target(f"max({sel(m.PGBOUNCER_POOLS_CLIENT_MAXWAIT, PGB)})", "")],
             "s",
             thresholds=steps((PGB_SLOW.value, "red")),
-            width=4,
         ),
-        stat(
+        connections_used(
+            "stat",
             "PostgreSQL: connections used",
             f"Client sessions / usable connections ({WARN.alert}: {WARN.value:.0%} / "
             f"{CRIT.value:.0%}).",
-            [target(f"max({USED})", "")],
-            "percentunit",
-            thresholds=steps((WARN.value, "orange"), (CRIT.value, "red")),
-            width=4,
+            f"max({server_utilization(SERVER)})",
         ),
         stat(
             "PostgreSQL: lock waits",
@@ -94,15 +98,15 @@ def bottleneck() -> list[Panel]:
             [target(lock_waits, "")],
             "short",
             thresholds=steps((1, "orange")),
-            width=4,
         ),
-    ]
+        across=6,
+    )
 
 
 def app_tier() -> list[Panel]:
     """The app's pools, summed over worker processes: checked out, capacity, waits."""
-    return [
-        row("1. App pools (poolwatch.instrument)"),
+    return section(
+        "1. App pools (poolwatch.instrument)",
         timeseries(
             "App: checked out vs capacity",
             "Connections lent out per pool against pool_size + max_overflow, summed over "
@@ -112,14 +116,12 @@ def app_tier() -> list[Panel]:
                 (f"sum by (pool) ({capacity(APP)})", f"capacity {PER_POOL}"),
             ),
             "short",
-            width=8,
         ),
         timeseries(
             "App: callers waiting",
             "Callers waiting for a pooled connection, per pool.",
             [target(f"sum by (pool) ({sel(m.POOL_WAITING, APP)})", PER_POOL)],
             "short",
-            width=8,
         ),
         timeseries(
             "App: checkout wait p95 per pool",
@@ -127,15 +129,15 @@ def app_tier() -> list[Panel]:
             [target(_checkout_p95("pool, le"), PER_POOL)],
             "s",
             thresholds=steps((SLOW.value, "red")),
-            width=8,
         ),
-    ]
+        across=3,
+    )
 
 
 def pgbouncer_tier() -> list[Panel]:
     """PgBouncer's pools: clients active and waiting, the longest wait, server connections."""
-    return [
-        row("2. PgBouncer pools"),
+    return section(
+        "2. PgBouncer pools",
         timeseries(
             "PgBouncer: clients active / waiting",
             "Client connections per PgBouncer pool (database/user): active (cl_active) and "
@@ -145,7 +147,6 @@ def pgbouncer_tier() -> list[Panel]:
                 (sel(m.PGBOUNCER_POOLS_CLIENT_WAITING, PGB), f"waiting {PER_PGB_POOL}"),
             ),
             "short",
-            width=8,
         ),
         timeseries(
             "PgBouncer: longest wait",
@@ -153,7 +154,6 @@ def pgbouncer_tier() -> list[Panel]:
             [target(sel(m.PGBOUNCER_POOLS_CLIENT_MAXWAIT, PGB), PER_PGB_POOL)],
             "s",
             thresholds=steps((PGB_SLOW.value, "red")),
-            width=8,
         ),
         timeseries(
             "PgBouncer: server connections vs pool_size",
@@ -166,15 +166,15 @@ def pgbouncer_tier() -> list[Panel]:
                 (sel(m.PGBOUNCER_DATABASES_POOL_SIZE, PGB_DB), "pool_size {{name}}"),
             ),
             "short",
-            width=8,
         ),
-    ]
+        across=3,
+    )
 
 
 def postgres_tier() -> list[Panel]:
     """PostgreSQL's sessions, by state and by application, against the usable slots."""
-    return [
-        row("3. PostgreSQL sessions"),
+    return section(
+        "3. PostgreSQL sessions",
         timeseries(
             "PostgreSQL: sessions by state",
             "Client sessions by state against the usable connections (max_connections minus "
@@ -186,20 +186,14 @@ def postgres_tier() -> list[Panel]:
             ),
             "short",
         ),
-        timeseries(
+        breakdown(
             "PostgreSQL: sessions by application",
             "Client sessions by application_name: PgBouncer's server connections against the "
             "pools that connect directly.",
-            [
-                target(
-                    f"sum by (application_name) ({sel(m.PG_SESSIONS, SERVER)})",
-                    "{{application_name}}",
-                )
-            ],
-            "short",
-            stack=True,
+            sel(m.PG_SESSIONS, SERVER),
+            "application_name",
         ),
-    ]
+    )
 
 
 def budget() -> list[Panel]:
@@ -217,8 +211,8 @@ def budget() -> list[Panel]:
             width=8,
         )
 
-    return [
-        row("Budget (needs alerts/budget.rules.yml)"),
+    return section(
+        "Budget (needs alerts/budget.rules.yml)",
         ratio(
             "Direct pools / usable connections",
             "pool_size + max_overflow of the pools that connect directly, summed over workers, "
@@ -257,7 +251,7 @@ def budget() -> list[Panel]:
             "short",
             width=24,
         ),
-    ]
+    )
 
 
 def chain_variables() -> list[dict[str, Any]]:

@@ -1,25 +1,43 @@
 """Grafana panel builders shared by the two dashboards (classic JSON model, schema 42).
 
 Each builder returns one panel dict with a private ``_size`` (width, height) that
-:func:`layout` turns into ids and grid positions. Standard library only.
+:func:`layout` turns into ids and grid positions; :func:`section` puts a row header over its
+panels. Standard library only (and ``promql`` / ``metric_names`` for metric tables).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
+
+from promql import sel
+
+from poolwatch.metric_names import MetricSpec
 
 SCHEMA_VERSION = 42  # the classic JSON model as Grafana 12 exports it
 DS = {"type": "prometheus", "uid": "${datasource}"}
 RUNBOOK = "https://github.com/poolwatch/poolwatch/blob/main/docs/runbook.md"
 
 
-def steps(*pairs: tuple[float, str]) -> dict[str, Any]:
-    """Absolute thresholds: green below the first value, then each (value, color)."""
+def steps(*pairs: tuple[float, str], base: str = "green") -> dict[str, Any]:
+    """Absolute thresholds: ``base`` below the first value, then each (value, color)."""
     return {
         "mode": "absolute",
-        "steps": [{"color": "green", "value": None}]
+        "steps": [{"color": base, "value": None}]
         + [{"color": color, "value": value} for value, color in pairs],
     }
+
+
+def value_text(*texts: str) -> list[dict[str, Any]]:
+    """Value mappings that show 0, 1, ... as ``texts`` (such as DOWN / UP)."""
+    options = {str(i): {"text": text, "index": i} for i, text in enumerate(texts)}
+    return [{"type": "value", "options": options}]
+
+
+def up_down() -> dict[str, Any]:
+    """The look of a 0/1 reachability stat (``stat(..., **up_down())``): 0 red DOWN, 1 green
+    UP."""
+    return {"thresholds": steps((1, "green"), base="red"), "mappings": value_text("DOWN", "UP")}
 
 
 def target(expr: str, legend: str = "", ref: str = "A", **extra: Any) -> dict[str, Any]:
@@ -110,6 +128,16 @@ def timeseries(
     )
 
 
+def breakdown(
+    title: str, description: str, expr: str, by: str, legend: str = "", **look: Any
+) -> Panel:
+    """A stacked time series of ``expr`` summed by the labels ``by`` (such as ``"state"``);
+    ``legend`` defaults to those labels' values."""
+    legend = legend or " ".join(f"{{{{{label}}}}}" for label in by.split(", "))
+    query = [target(f"sum by ({by}) ({expr})", legend)]
+    return timeseries(title, description, query, "short", stack=True, **look)
+
+
 def stat(
     title: str, description: str, queries: Queries, unit: str, *, kind: str = "stat", **look: Any
 ) -> Panel:
@@ -185,9 +213,27 @@ def table(
     )
 
 
+def settings_table(
+    title: str, description: str, selector: str, columns: Mapping[str, MetricSpec], **size: int
+) -> Panel:
+    """A :func:`table` with one column per metric (column name -> metric), all filtered by
+    ``selector``: a pool's or a database's settings side by side."""
+    queries = targets(*[(sel(spec, selector), name) for name, spec in columns.items()])
+    return table(title, description, queries, **size)
+
+
 def row(title: str) -> dict[str, Any]:
     """A (non-collapsed) row header."""
     return {"type": "row", "title": title, "collapsed": False, "panels": [], "_size": (24, 1)}
+
+
+def section(title: str, *panels: Panel, across: int = 0) -> list[Panel]:
+    """A row header and its panels; ``across``: that many panels share each line of the row
+    (their widths set to 24 / ``across``), for rows of equal panels."""
+    if across:
+        for panel in panels:
+            panel["_size"] = (24 // across, panel["_size"][1])
+    return [row(title), *panels]
 
 
 def layout(panels: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -9,15 +9,16 @@ from panels import (
     chained_variables,
     dashboard,
     query_variable,
-    row,
+    section,
+    settings_table,
     stat,
     steps,
-    table,
     target,
     targets,
     timeseries,
+    up_down,
 )
-from promql import PGB_REAL, sel
+from promql import PGB_REAL, rate, sel
 
 from poolwatch import metric_names as m
 from poolwatch import thresholds as t
@@ -28,7 +29,6 @@ POOLS_SEL = f'{PGB_SEL}, database=~"$database", {PGB_REAL}'
 DATABASES_SEL = f'{PGB_SEL}, name=~"$database", name!="pgbouncer"'
 PER_POOL = "{{database}}/{{user}} {{instance}}"
 PER_DB = "{{name}} {{instance}}"
-RATE = "[$__rate_interval]"
 SLOW, NEAR = t.PGBOUNCER_WAIT_SLOW, t.PGBOUNCER_CLIENT_CONNECTIONS
 CLIENTS_USED = (
     f"{sel(m.PGBOUNCER_USED_CLIENTS, PGB_SEL)} / "
@@ -36,39 +36,25 @@ CLIENTS_USED = (
 )
 
 
-# 0 red, 1 green; shown as DOWN / UP.
-UP_COLORS = {
-    "mode": "absolute",
-    "steps": [{"color": "red", "value": None}, {"color": "green", "value": 1}],
-}
-UP_TEXT = [
-    {
-        "type": "value",
-        "options": {"0": {"text": "DOWN", "index": 0}, "1": {"text": "UP", "index": 1}},
-    }
-]
-
-
 def queue_wait(selector: str) -> str:
     """Mean time a transaction waited for a server connection, per database."""
-    wait = f"rate({sel(m.PGBOUNCER_STATS_CLIENT_WAIT, selector)}{RATE})"
-    xacts = f"rate({sel(m.PGBOUNCER_STATS_TRANSACTIONS, selector)}{RATE})"
+    wait = rate(m.PGBOUNCER_STATS_CLIENT_WAIT, selector)
+    xacts = rate(m.PGBOUNCER_STATS_TRANSACTIONS, selector)
     return f"{wait} / ({xacts} > 0)"
 
 
 def overview() -> list[Panel]:
     """Reachability, clients waiting, the longest wait, client connections used."""
     down = t.PGBOUNCER_DOWN
-    return [
-        row("Overview"),
+    return section(
+        "Overview",
         stat(
             "PgBouncer reachable",
             "pgbouncer_up: 1 when the exporter's last read of the admin console succeeded "
             f"({down.alert} after {down.for_} at 0 or absent).",
             [target(f"min({sel(m.PGBOUNCER_UP, PGB_SEL)})", "")],
             "none",
-            thresholds=UP_COLORS,
-            mappings=UP_TEXT,
+            **up_down(),
         ),
         stat(
             "Clients waiting now",
@@ -96,13 +82,13 @@ def overview() -> list[Panel]:
             thresholds=steps((NEAR.value, "orange"), (1, "red")),
             kind="gauge",
         ),
-    ]
+    )
 
 
 def pools() -> list[Panel]:
     """SHOW POOLS: clients active and waiting, the longest wait, server connections."""
-    return [
-        row("Pools (SHOW POOLS)"),
+    return section(
+        "Pools (SHOW POOLS)",
         timeseries(
             "Clients active",
             "Client connections linked to a server connection or idle without a query "
@@ -145,13 +131,13 @@ def pools() -> list[Panel]:
             "short",
             width=24,
         ),
-    ]
+    )
 
 
 def clients_and_queue() -> list[Panel]:
     """Client connections against max_client_conn; the mean queue wait per transaction."""
-    return [
-        row("Clients and queue"),
+    return section(
+        "Clients and queue",
         timeseries(
             "Clients vs max_client_conn",
             "Client connections in use (SHOW LISTS used_clients) against max_client_conn. "
@@ -173,13 +159,13 @@ def clients_and_queue() -> list[Panel]:
             [target(queue_wait(f'{PGB_SEL}, database=~"$database"'), "{{database}} {{instance}}")],
             "s",
         ),
-    ]
+    )
 
 
 def databases() -> list[Panel]:
     """SHOW DATABASES: pool_size against server connections open, and the settings."""
-    return [
-        row("Databases (SHOW DATABASES)"),
+    return section(
+        "Databases (SHOW DATABASES)",
         timeseries(
             "Databases: pool_size vs current connections",
             "Server connections open per database (current_connections) against pool_size "
@@ -197,18 +183,19 @@ def databases() -> list[Panel]:
             ),
             "short",
         ),
-        table(
+        settings_table(
             "Database settings",
             "pool_size, reserve_pool and max_db_connections of each database (0 = unlimited).",
-            targets(
-                (sel(m.PGBOUNCER_DATABASES_POOL_SIZE, DATABASES_SEL), "pool_size"),
-                (sel(m.PGBOUNCER_DATABASES_RESERVE_POOL, DATABASES_SEL), "reserve_pool"),
-                (sel(m.PGBOUNCER_DATABASES_MAX_CONNECTIONS, DATABASES_SEL), "max_db_connections"),
-            ),
+            DATABASES_SEL,
+            {
+                "pool_size": m.PGBOUNCER_DATABASES_POOL_SIZE,
+                "reserve_pool": m.PGBOUNCER_DATABASES_RESERVE_POOL,
+                "max_db_connections": m.PGBOUNCER_DATABASES_MAX_CONNECTIONS,
+            },
             width=12,
             height=8,
         ),
-    ]
+    )
 
 
 def variables() -> list[dict[str, Any]]:

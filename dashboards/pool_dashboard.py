@@ -9,43 +9,42 @@ from panels import (
     chained_variables,
     dashboard,
     heatmap,
-    row,
+    section,
+    settings_table,
     stat,
     steps,
-    table,
     target,
     targets,
     timeseries,
 )
-from promql import POOL_SEL, busiest_worker_utilization, capacity, sel, usable, utilization
+from promql import (
+    POOL_SEL,
+    busiest_worker_utilization,
+    capacity,
+    increase,
+    rate,
+    sel,
+    usable,
+    utilization,
+)
 from server_panels import pool_sessions
 
 from poolwatch import metric_names as m
 from poolwatch import thresholds as t
 
 PER = "{{pool}} {{instance}}"
-RATE = "[$__rate_interval]"
 NEAR = t.POOL_NEAR_CAPACITY
 UTILIZATION = utilization(POOL_SEL)
 BUSIEST = busiest_worker_utilization(POOL_SEL)
 
 
-def _rate(spec: m.MetricSpec, window: str = RATE) -> str:
-    return f"rate({sel(spec, POOL_SEL)}{window})"
-
-
-def _increase(spec: m.MetricSpec, window: str) -> str:
-    return f"increase({sel(spec, POOL_SEL)}[{window}])"
-
-
 def quantiles(spec: m.MetricSpec) -> list[dict[str, Any]]:
     """p50/p95/p99 of a histogram per pool, over Grafana's rate interval."""
-    buckets = sel(spec, POOL_SEL, "_bucket")
+    buckets = rate(spec, POOL_SEL, "_bucket")
     return targets(
         *[
             (
-                f"histogram_quantile({q}, sum by (job, instance, pool, le) "
-                f"(rate({buckets}{RATE})))",
+                f"histogram_quantile({q}, sum by (job, instance, pool, le) ({buckets}))",
                 f"p{int(q * 100)} {PER}",
             )
             for q in (0.5, 0.95, 0.99)
@@ -60,8 +59,8 @@ def _count(title: str, description: str, expr: str, color: str, legend: str = ""
 
 def overview() -> list[Panel]:
     """Four stats: the fullest pool, waiting callers, timeouts and leaks of the last hour."""
-    return [
-        row("Overview"),
+    return section(
+        "Overview",
         stat(
             "Highest pool utilization",
             "Checked out / (pool_size + max_overflow) in the busiest worker process of the "
@@ -84,17 +83,17 @@ def overview() -> list[Panel]:
             "Pool timeouts (1h)",
             "Checkouts that raised TimeoutError after pool_timeout in the last hour "
             f"({t.POOL_TIMEOUTS.alert} fires on any; rounded: increase() extrapolates).",
-            f"round(sum({_increase(m.POOL_TIMEOUTS, '1h')}))",
+            f"round(sum({increase(m.POOL_TIMEOUTS, POOL_SEL, '[1h]')}))",
             "red",
         ),
         _count(
             "Leaks (1h)",
             "Checkouts held past the leak threshold in the last hour (rounded); the "
             f"application log names where each was checked out ({t.POOL_CONNECTION_LEAK.alert}).",
-            f"round(sum({_increase(m.POOL_LEAKS, '1h')}))",
+            f"round(sum({increase(m.POOL_LEAKS, POOL_SEL, '[1h]')}))",
             "orange",
         ),
-    ]
+    )
 
 
 def _per_pool(title: str, description: str, spec: m.MetricSpec, **look: Any) -> Panel:
@@ -106,8 +105,8 @@ def _per_pool(title: str, description: str, spec: m.MetricSpec, **look: Any) -> 
 
 def connections() -> list[Panel]:
     """Checked out against capacity, utilization, idle, overflow and waiting callers."""
-    return [
-        row("Connections"),
+    return section(
+        "Connections",
         timeseries(
             "Checked out vs capacity",
             "Connections lent out now against pool_size and pool_size + max_overflow "
@@ -145,14 +144,14 @@ def connections() -> list[Panel]:
             m.POOL_WAITING,
             thresholds=steps((1, "red")),
         ),
-    ]
+    )
 
 
 def latency() -> list[Panel]:
     """Checkout wait, hold time and connect time quantiles, and the checkout heatmap."""
     slow = t.POOL_CHECKOUT_SLOW
-    return [
-        row("Latency"),
+    return section(
+        "Latency",
         timeseries(
             "Checkout wait p50 / p95 / p99",
             "Time from asking the pool for a connection to holding one (queue wait + "
@@ -165,7 +164,7 @@ def latency() -> list[Panel]:
             "Checkout wait distribution",
             "Checkouts per wait-time bucket, all selected pools. A band near pool_timeout "
             "means callers time out.",
-            f"sum by (le) (increase({sel(m.POOL_CHECKOUT_DURATION, POOL_SEL, '_bucket')}{RATE}))",
+            f"sum by (le) ({increase(m.POOL_CHECKOUT_DURATION, POOL_SEL, suffix='_bucket')})",
             "s",
         ),
         timeseries(
@@ -181,12 +180,12 @@ def latency() -> list[Panel]:
             quantiles(m.POOL_CONNECT_DURATION),
             "s",
         ),
-    ]
+    )
 
 
 def _rates(title: str, description: str, *counters: tuple[m.MetricSpec, str]) -> Panel:
     """Per-second rates of counters, one query each (legend: what, pool, instance)."""
-    queries = targets(*[(_rate(spec), f"{what} {PER}") for spec, what in counters])
+    queries = targets(*[(rate(spec, POOL_SEL), f"{what} {PER}") for spec, what in counters])
     return timeseries(title, description, queries, "ops")
 
 
@@ -197,8 +196,8 @@ def throughput() -> list[Panel]:
         t.POOL_INVALIDATION_BURST,
         t.POOL_CONNECTION_LEAK,
     )
-    return [
-        row("Throughput and errors"),
+    return section(
+        "Throughput and errors",
         _rates(
             "Checkouts vs checkins",
             f"Connections lent and returned per second. Checkins below checkouts for "
@@ -221,7 +220,7 @@ def throughput() -> list[Panel]:
             [
                 target(
                     "sum by (pool, instance, reason) "
-                    f"({_increase(m.POOL_INVALIDATIONS, str(burst.window))})",
+                    f"({increase(m.POOL_INVALIDATIONS, POOL_SEL, f'[{burst.window}]')})",
                     "{{reason}} {{pool}} {{instance}}",
                 )
             ],
@@ -232,7 +231,7 @@ def throughput() -> list[Panel]:
         timeseries(
             "Leaks",
             f"Checkouts held past the leak threshold, per 10 minutes ({leak.alert} fires on any).",
-            [target(_increase(m.POOL_LEAKS, str(leak.window)), PER)],
+            [target(increase(m.POOL_LEAKS, POOL_SEL, f"[{leak.window}]"), PER)],
             "short",
             thresholds=steps((1, "red")),
             width=8,
@@ -246,7 +245,7 @@ def throughput() -> list[Panel]:
             thresholds=steps((lagging.value, "orange")),
             width=8,
         ),
-    ]
+    )
 
 
 def budget() -> list[Panel]:
@@ -254,8 +253,8 @@ def budget() -> list[Panel]:
     bounced = f"({sel(m.POOL_THROUGH_PGBOUNCER)} == 1)"
     pools = f"sum by (pg_server) (({capacity('')}) unless {bounced})"
     server = f"min by (pg_server) ({usable()})"
-    return [
-        row("Connection budget (pools connecting directly, all workers)"),
+    return section(
+        "Connection budget (pools connecting directly, all workers)",
         timeseries(
             "Connection budget per server",
             "pool_size + max_overflow summed over every pool of every worker process, "
@@ -281,23 +280,24 @@ def budget() -> list[Panel]:
             width=8,
             height=8,
         ),
-    ]
+    )
 
 
 def configuration() -> list[Panel]:
     """pool_size, max_overflow and pool_timeout of each pool, as a table."""
-    return [
-        row("Configuration"),
-        table(
+    return section(
+        "Configuration",
+        settings_table(
             "Pool configuration",
             "pool_size, max_overflow and pool_timeout of each selected pool, as configured.",
-            targets(
-                (sel(m.POOL_SIZE, POOL_SEL), "pool_size"),
-                (sel(m.POOL_MAX_OVERFLOW, POOL_SEL), "max_overflow"),
-                (sel(m.POOL_TIMEOUT_SECONDS, POOL_SEL), "pool_timeout"),
-            ),
+            POOL_SEL,
+            {
+                "pool_size": m.POOL_SIZE,
+                "max_overflow": m.POOL_MAX_OVERFLOW,
+                "pool_timeout": m.POOL_TIMEOUT_SECONDS,
+            },
         ),
-    ]
+    )
 
 
 def pool_dashboard() -> dict[str, Any]:

@@ -6,18 +6,20 @@ from typing import Any
 
 from panels import (
     Panel,
+    breakdown,
     chained_variables,
     dashboard,
-    row,
+    section,
     stat,
     steps,
     table,
     target,
     targets,
     timeseries,
+    up_down,
 )
-from promql import PG_DB_SEL, PG_SEL, quiet_as_zero, sel, sessions, usable
-from server_panels import server_rows
+from promql import PG_DB_SEL, PG_SEL, quiet_as_zero, rate, sel, server_utilization, sessions, usable
+from server_panels import connections_used, server_rows
 
 from poolwatch import metric_names as m
 from poolwatch import thresholds as t
@@ -25,6 +27,7 @@ from poolwatch import thresholds as t
 PER_DB = "{{datname}} {{instance}}"
 USABLE = f"({usable(PG_SEL)})"
 SESSIONS = sessions(PG_SEL)
+USED = server_utilization(PG_SEL)
 WARN, CRIT = t.POSTGRES_CONNECTIONS_WARNING, t.POSTGRES_CONNECTIONS_CRITICAL
 
 
@@ -33,39 +36,30 @@ def _db(spec: m.MetricSpec) -> str:
     return quiet_as_zero(sel(spec, PG_DB_SEL))
 
 
+def _sum(spec: m.MetricSpec, agg: str = "sum") -> str:
+    """``agg`` of ``spec`` over the selected databases, 0 when the server is quiet."""
+    return quiet_as_zero(f"{agg}({sel(spec, PG_DB_SEL)})", aggregated=True)
+
+
 def overview() -> list[Panel]:
     """Reachability, connections used, headroom and stale idle-in-transaction sessions."""
     idle_tx = t.POSTGRES_IDLE_IN_TRANSACTION
-    return [
-        row("Overview"),
+    return section(
+        "Overview",
         stat(
             "PostgreSQL reachable",
             "pg_up: 1 when the exporter's last query reached the server "
             f"({t.POSTGRES_DOWN.alert} after {t.POSTGRES_DOWN.for_} at 0).",
             [target(f"min({sel(m.PG_UP, PG_SEL)})", "")],
             "none",
-            thresholds={
-                "mode": "absolute",
-                "steps": [{"color": "red", "value": None}, {"color": "green", "value": 1}],
-            },
-            mappings=[
-                {
-                    "type": "value",
-                    "options": {
-                        "0": {"text": "DOWN", "index": 0},
-                        "1": {"text": "UP", "index": 1},
-                    },
-                }
-            ],
+            **up_down(),
         ),
-        stat(
+        connections_used(
+            "gauge",
             "Connections used",
             f"Client sessions / (max_connections - reserved). {WARN.alert}: warning at "
             f"{WARN.value:.0%} for {WARN.for_}, critical at {CRIT.value:.0%} for {CRIT.for_}.",
-            [target(f"max({SESSIONS} / {USABLE})", "")],
-            "percentunit",
-            thresholds=steps((WARN.value, "orange"), (CRIT.value, "red")),
-            kind="gauge",
+            f"max({USED})",
         ),
         stat(
             "Headroom",
@@ -73,49 +67,27 @@ def overview() -> list[Panel]:
             "client sessions now.",
             [target(f"min({USABLE} - {SESSIONS})", "")],
             "short",
-            thresholds={
-                "mode": "absolute",
-                "steps": [
-                    {"color": "red", "value": None},
-                    {"color": "orange", "value": 5},
-                    {"color": "green", "value": 20},
-                ],
-            },
+            thresholds=steps((5, "orange"), (20, "green"), base="red"),
         ),
         stat(
             "Stale idle in transaction",
             "Sessions idle in transaction longer than the exporter's stale threshold "
             f"(5 s by default). {idle_tx.alert}: above 0 for {idle_tx.for_}.",
-            [
-                target(
-                    quiet_as_zero(
-                        f"sum({sel(m.PG_IDLE_IN_TRANSACTION_STALE_SESSIONS, PG_DB_SEL)})",
-                        aggregated=True,
-                    ),
-                    "",
-                )
-            ],
+            [target(_sum(m.PG_IDLE_IN_TRANSACTION_STALE_SESSIONS), "")],
             "short",
             thresholds=steps((1, "red")),
         ),
-    ]
+    )
 
 
 def _by(label: str, what: str, description: str) -> Panel:
-    return timeseries(
-        f"Sessions by {what}",
-        description,
-        [target(f"sum by ({label}) ({sel(m.PG_SESSIONS, PG_DB_SEL)})", f"{{{{{label}}}}}")],
-        "short",
-        stack=True,
-        width=8,
-    )
+    return breakdown(f"Sessions by {what}", description, sel(m.PG_SESSIONS, PG_DB_SEL), label)
 
 
 def session_panels() -> list[Panel]:
     """Sessions by state, database and application; headroom; ratio; server processes."""
-    return [
-        row("Sessions"),
+    return section(
+        "Sessions",
         _by(
             "state",
             "state",
@@ -139,16 +111,14 @@ def session_panels() -> list[Panel]:
                 (sel(m.PG_MAX_CONNECTIONS, PG_SEL), "max_connections {{instance}}"),
             ),
             "short",
-            width=8,
         ),
-        timeseries(
+        connections_used(
+            "timeseries",
             "Connections used (ratio)",
             f"Client sessions / (max_connections - reserved). {WARN.alert}: "
             f"{WARN.value:.0%} warning, {CRIT.value:.0%} critical.",
-            [target(f"{SESSIONS} / {USABLE}", "{{instance}}")],
-            "percentunit",
-            thresholds=steps((WARN.value, "orange"), (CRIT.value, "red")),
-            width=8,
+            USED,
+            "{{instance}}",
         ),
         timeseries(
             "Server processes by type",
@@ -157,9 +127,9 @@ def session_panels() -> list[Panel]:
             [target(sel(m.PG_BACKENDS, PG_SEL), "{{backend_type}} {{instance}}")],
             "short",
             stack=True,
-            width=8,
         ),
-    ]
+        across=3,
+    )
 
 
 def idle_in_transaction() -> list[Panel]:
@@ -169,15 +139,14 @@ def idle_in_transaction() -> list[Panel]:
     def longest(spec: m.MetricSpec) -> str:
         return quiet_as_zero(f"max by (datname) ({sel(spec, PG_DB_SEL)})", aggregated=True)
 
-    return [
-        row("Idle in transaction"),
+    return section(
+        "Idle in transaction",
         timeseries(
             "Idle in transaction sessions",
             "Sessions holding a transaction open while doing nothing, by database and "
             "application: each pins a pooled connection and its locks.",
             [target(_db(m.PG_IDLE_IN_TRANSACTION_SESSIONS), "{{datname}} {{application_name}}")],
             "short",
-            width=8,
         ),
         timeseries(
             "Longest idle in transaction",
@@ -188,7 +157,6 @@ def idle_in_transaction() -> list[Panel]:
                 (longest(m.PG_IDLE_IN_TRANSACTION_MAX_AGE_SECONDS), "transaction age {{datname}}"),
             ),
             "s",
-            width=8,
         ),
         timeseries(
             "Stale idle in transaction",
@@ -197,30 +165,28 @@ def idle_in_transaction() -> list[Panel]:
             [target(_db(m.PG_IDLE_IN_TRANSACTION_STALE_SESSIONS), PER_DB)],
             "short",
             thresholds=steps((1, "red")),
-            width=8,
         ),
-    ]
+        across=3,
+    )
 
 
 def locks() -> list[Panel]:
     """Lock waits, the longest one, blocked and blocking sessions."""
     waits, blocked = t.POSTGRES_LOCK_WAITS, t.POSTGRES_BLOCKED_SESSIONS
-    return [
-        row("Locks"),
+    return section(
+        "Locks",
         timeseries(
             "Lock waits",
             f"Sessions waiting for a lock. {waits.number} or more for {waits.for_}: {waits.alert}.",
             [target(_db(m.PG_LOCK_WAITING_SESSIONS), PER_DB)],
             "short",
             thresholds=steps((waits.value, "orange")),
-            width=8,
         ),
         timeseries(
             "Longest lock wait",
             "How long the longest current lock wait has lasted.",
             [target(_db(m.PG_LOCK_WAIT_MAX_SECONDS), PER_DB)],
             "s",
-            width=8,
         ),
         timeseries(
             "Blocked vs blocking",
@@ -232,15 +198,15 @@ def locks() -> list[Panel]:
             ),
             "short",
             thresholds=steps((1, "orange")),
-            width=8,
         ),
-    ]
+        across=3,
+    )
 
 
 def long_running() -> list[Panel]:
     """The oldest open transaction and the longest-running query."""
-    return [
-        row("Long-running work"),
+    return section(
+        "Long-running work",
         timeseries(
             "Longest transaction",
             "Age of the oldest open transaction, by the state of its session.",
@@ -253,14 +219,14 @@ def long_running() -> list[Panel]:
             [target(_db(m.PG_QUERY_MAX_AGE_SECONDS), PER_DB)],
             "s",
         ),
-    ]
+    )
 
 
 def exporter_health() -> list[Panel]:
     """The exporter's scrape duration, errors, visibility and build."""
-    errors = f"rate({sel(m.EXPORTER_SCRAPE_ERRORS, PG_SEL)}[$__rate_interval])"
-    return [
-        row("Exporter health"),
+    errors = rate(m.EXPORTER_SCRAPE_ERRORS, PG_SEL)
+    return section(
+        "Exporter health",
         timeseries(
             "Exporter scrape duration",
             "Duration of the exporter's last database scrape (connect if needed + one query).",
@@ -299,7 +265,7 @@ def exporter_health() -> list[Panel]:
                 (sel(m.EXPORTER_SNAPSHOT_AGE, PG_SEL), "snapshot age"),
             ),
         ),
-    ]
+    )
 
 
 def postgres_dashboard() -> dict[str, Any]:

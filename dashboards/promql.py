@@ -8,12 +8,25 @@ from poolwatch import metric_names as m
 POOL_SEL = 'job=~"$job", instance=~"$instance", pool=~"$pool"'
 PG_SEL = 'job=~"$job", instance=~"$instance"'
 PG_DB_SEL = 'job=~"$job", instance=~"$instance", datname=~"$datname"'
+RATE = "[$__rate_interval]"  # Grafana's window for rate() and increase() on panels
 
 
 def sel(spec: m.MetricSpec, selector: str | None = None, suffix: str = "") -> str:
     """``name{selector}`` (the bare name for ``None``); ``suffix``: such as ``_bucket``."""
     name = spec.name + suffix
     return name if selector is None else f"{name}{{{selector}}}"
+
+
+def rate(spec: m.MetricSpec, selector: str | None = None, suffix: str = "") -> str:
+    """Per-second rate of a counter over Grafana's rate interval."""
+    return f"rate({sel(spec, selector, suffix)}{RATE})"
+
+
+def increase(
+    spec: m.MetricSpec, selector: str | None = None, window: str = RATE, suffix: str = ""
+) -> str:
+    """Increase of a counter over ``window`` (a bracketed range; Grafana's by default)."""
+    return f"increase({sel(spec, selector, suffix)}{window})"
 
 
 def capacity(selector: str | None = None) -> str:
@@ -42,6 +55,11 @@ def usable(selector: str | None = None) -> str:
 def sessions(selector: str | None = None) -> str:
     """Client sessions per server (every database, role, application and state)."""
     return f"sum without ({', '.join(m.PG_SESSIONS.labels)}) ({sel(m.PG_SESSIONS, selector)})"
+
+
+def server_utilization(selector: str | None = None) -> str:
+    """Client sessions / usable connections per server (what PostgresConnections watches)."""
+    return f"{sessions(selector)} / ({usable(selector)})"
 
 
 def quiet_as_zero(expr: str, selector: str = PG_SEL, *, aggregated: bool = False) -> str:

@@ -3,24 +3,36 @@ sessions end (pg_stat_database), per-role / per-database connection limits, the 
 
 from __future__ import annotations
 
-from panels import Panel, row, stat, steps, targets, timeseries
-from promql import PG_DB_SEL, PG_SEL, POOL_SEL, quiet_as_zero, sel
+from typing import Any
+
+from panels import Panel, breakdown, section, stat, steps, target, targets, timeseries, value_text
+from promql import PG_DB_SEL, PG_SEL, POOL_SEL, quiet_as_zero, rate, sel
 
 from poolwatch import metric_names as m
 from poolwatch import thresholds as t
 
-RATE = "[$__rate_interval]"
+
+def connections_used(
+    kind: str, title: str, description: str, expr: str, legend: str = "", **look: Any
+) -> Panel:
+    """``expr`` (a :func:`promql.server_utilization`) as a ``kind`` panel (stat, gauge or
+    timeseries) coloured at the warning and critical levels of the connections alert."""
+    warn, crit = t.POSTGRES_CONNECTIONS_WARNING, t.POSTGRES_CONNECTIONS_CRITICAL
+    queries, levels = [target(expr, legend)], steps((warn.value, "orange"), (crit.value, "red"))
+    if kind == "timeseries":
+        return timeseries(title, description, queries, "percentunit", thresholds=levels, **look)
+    return stat(title, description, queries, "percentunit", kind=kind, thresholds=levels, **look)
 
 
 def _rate(spec: m.MetricSpec) -> str:
-    return f"sum by (datname) (rate({sel(spec, PG_DB_SEL)}{RATE}))"
+    return f"sum by (datname) ({rate(spec, PG_DB_SEL)})"
 
 
 def wait_events() -> list[Panel]:
     """Active sessions by wait_event_type, and the top wait events."""
     active = sel(m.PG_ACTIVE_SESSIONS, PG_DB_SEL)
-    return [
-        row("Wait events"),
+    return section(
+        "Wait events",
         timeseries(
             "Active sessions by wait event type",
             "What active sessions (checked-out connections at work) wait on now: CPU = not "
@@ -35,27 +47,22 @@ def wait_events() -> list[Panel]:
             "short",
             stack=True,
         ),
-        timeseries(
+        breakdown(
             "Top wait events",
             "Active sessions by wait event (top N per scrape, the rest as 'other' under "
             "their type), by database.",
-            targets(
-                (
-                    f"sum by (datname, wait_event_type, wait_event) ({active})",
-                    "{{wait_event_type}}/{{wait_event}} {{datname}}",
-                ),
-            ),
-            "short",
-            stack=True,
+            active,
+            "datname, wait_event_type, wait_event",
+            "{{wait_event_type}}/{{wait_event}} {{datname}}",
         ),
-    ]
+    )
 
 
 def session_lifecycle() -> list[Panel]:
     """Sessions opened and ended by cause, deadlocks, time idle in transaction."""
     fatal, deadlocks = t.POSTGRES_SESSIONS_FATAL, t.POSTGRES_DEADLOCKS
-    return [
-        row("Session lifecycle"),
+    return section(
+        "Session lifecycle",
         timeseries(
             "Sessions ended",
             "Sessions per second by how they ended (pg_stat_database, PostgreSQL 14+): fatal "
@@ -69,7 +76,6 @@ def session_lifecycle() -> list[Panel]:
                 (_rate(m.PG_STAT_DATABASE_SESSIONS), "new {{datname}}"),
             ),
             "ops",
-            width=8,
         ),
         timeseries(
             "Deadlocks",
@@ -77,7 +83,6 @@ def session_lifecycle() -> list[Panel]:
             targets((_rate(m.PG_STAT_DATABASE_DEADLOCKS), "{{datname}}")),
             "ops",
             thresholds=steps((0.0001, "red")),
-            width=8,
         ),
         timeseries(
             "Time in sessions",
@@ -91,9 +96,9 @@ def session_lifecycle() -> list[Panel]:
                 ),
             ),
             "short",
-            width=8,
         ),
-    ]
+        across=3,
+    )
 
 
 def limits_and_role() -> list[Panel]:
@@ -106,8 +111,8 @@ def limits_and_role() -> list[Panel]:
         f"{sel(m.PG_DATABASE_CONNECTIONS, PG_SEL)}"
         f" / ({sel(m.PG_DATABASE_CONNECTION_LIMIT, PG_SEL)} > 0)"
     )
-    return [
-        row("Connection limits and server"),
+    return section(
+        "Connection limits and server",
         timeseries(
             "Connection limits used",
             "Sessions / CONNECTION LIMIT of each role and database that has one (they refuse "
@@ -130,17 +135,9 @@ def limits_and_role() -> list[Panel]:
             "changes.",
             targets((f"max({sel(m.PG_REPLICATION_IS_REPLICA, PG_SEL)})", "")),
             "none",
-            mappings=[
-                {
-                    "type": "value",
-                    "options": {
-                        "0": {"text": "PRIMARY", "index": 0},
-                        "1": {"text": "STANDBY", "index": 1},
-                    },
-                }
-            ],
+            mappings=value_text("PRIMARY", "STANDBY"),
         ),
-    ]
+    )
 
 
 def server_rows() -> list[Panel]:
@@ -155,8 +152,8 @@ POOL_SESSIONS_SEL = 'application_name=~"(.+/)?($pool)"'
 
 def pool_sessions() -> list[Panel]:
     """For the pool dashboard: checked out in the app vs the pool's sessions on the server."""
-    return [
-        row("Server sessions of the pool"),
+    return section(
+        "Server sessions of the pool",
         timeseries(
             "Checked out vs server sessions",
             "Connections the pool has lent out (app side) next to the server sessions named "
@@ -191,4 +188,4 @@ def pool_sessions() -> list[Panel]:
             "short",
             width=12,
         ),
-    ]
+    )
