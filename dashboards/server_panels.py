@@ -157,13 +157,20 @@ def pool_sessions() -> list[Panel]:
         timeseries(
             "Checked out vs server sessions",
             "Connections the pool has lent out (app side) next to the server sessions named "
-            "after it, by state (needs instrument(application_name=...)): idle in transaction "
-            "here is a checked-out connection the application is not using.",
+            "after it, by state, and those of them waiting on a lock (needs "
+            "instrument(application_name=...)): idle in transaction here is a checked-out "
+            "connection the application is not using; waiting on locks, one held up by "
+            "another session's transaction.",
             targets(
                 (f"sum by (pool) ({sel(m.POOL_CHECKED_OUT, POOL_SEL)})", "checked out {{pool}}"),
                 (
                     f"sum by (application_name, state) ({sel(m.PG_SESSIONS, POOL_SESSIONS_SEL)})",
                     "{{state}} {{application_name}}",
+                ),
+                (
+                    "sum by (application_name) "
+                    f"({sel(m.PG_LOCK_WAITING_SESSIONS_BY_APPLICATION, POOL_SESSIONS_SEL)})",
+                    "waiting on locks {{application_name}}",
                 ),
             ),
             "short",

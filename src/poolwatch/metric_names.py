@@ -250,6 +250,13 @@ PG_LOCK_WAITING_SESSIONS = MetricSpec(
     "Client sessions waiting for a heavyweight lock now (wait_event_type = 'Lock').",
     ("datname",),
 )
+PG_LOCK_WAITING_SESSIONS_BY_APPLICATION = MetricSpec(
+    "pg_lock_waiting_sessions_by_application",
+    "gauge",
+    "Active client sessions waiting for a heavyweight lock now, by application_name (top N, "
+    "the rest read 'other').",
+    ("datname", "application_name"),
+)
 PG_LOCK_WAIT_MAX_SECONDS = MetricSpec(
     "pg_lock_wait_max_seconds",
     "gauge",
@@ -402,6 +409,7 @@ EXPORTER_METRICS: tuple[MetricSpec, ...] = (
     PG_SESSIONS,
     PG_BACKENDS,
     PG_LOCK_WAITING_SESSIONS,
+    PG_LOCK_WAITING_SESSIONS_BY_APPLICATION,
     PG_LOCK_WAIT_MAX_SECONDS,
     PG_BLOCKED_SESSIONS,
     PG_BLOCKING_SESSIONS,

@@ -60,6 +60,8 @@ pytestmark = pytest.mark.timeout(300)
 
 POOL = "e2e"
 APP_NAME = "poolwatch-e2e"
+# The lock waiters' sessions, named as a second pool "waiters" of the same service would be.
+WAITERS = "waiters"
 PG_SERVER = "e2e-server"
 # Alerts the scenario must raise (in Prometheus), and the receivers the example Alertmanager
 # config routes each to. PoolwatchPoolNearCapacity fires too but is inhibited by
@@ -278,7 +280,8 @@ class App:
         """A session outside the pool blocked on the row the pool's first connection locked."""
         import asyncpg
 
-        conn = await asyncpg.connect(self.pg.dsn, server_settings={"application_name": APP_NAME})
+        name = f"{APP_NAME}/{WAITERS}"
+        conn = await asyncpg.connect(self.pg.dsn, server_settings={"application_name": name})
         self.lock_waiters.append(conn)
         await conn.execute("UPDATE e2e_lock SET v = v + 1 WHERE id = 1")
 
@@ -512,6 +515,32 @@ def test_scenario_end_to_end(stack: dict[str, Any]) -> None:
         query=f'sum({metric_names.PG_ACTIVE_SESSIONS.name}{{wait_event_type="Lock"}})',
     )["data"]["result"]
     assert waits and float(waits[0]["value"][1]) >= 3, waits
+    # The pool dashboard's per-pool row, pool by pool: the three waiters under their own
+    # name, none of the e2e pool's sessions (they hold the lock, idle in transaction).
+    (by_pool,) = [
+        t["expr"]
+        for p in dashboard_panels(load_dashboards()["sqlalchemy-pool.json"])
+        if p["title"] == "Checked out vs server sessions"
+        for t in p["targets"]
+        if metric_names.PG_LOCK_WAITING_SESSIONS_BY_APPLICATION.name in t["expr"]
+    ]
+
+    def lock_waiters_of(pool: str) -> dict[str, str]:
+        query = substitute_variables(by_pool.replace("$pool", pool))
+        result = prom_api(prometheus.url, "query", query=query)["data"]["result"]
+        return {r["metric"]["application_name"]: r["value"][1] for r in result}
+
+    expected, seen = {f"{APP_NAME}/{WAITERS}": "3"}, [{}]
+
+    def three_waiters() -> bool:
+        seen.append(lock_waiters_of(WAITERS))
+        return seen[-1] == expected
+
+    try:
+        wait_until(three_waiters, 30, what="the per-pool lock-wait query")
+    except AssertionError:
+        pytest.fail(f"per-pool lock waits read {seen[-1]}, expected {expected}: {by_pool}")
+    assert lock_waiters_of(POOL) == {}
 
     # Every dashboard query is accepted over the scenario's data; core panels have data.
     end = time.time()

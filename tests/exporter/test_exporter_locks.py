@@ -87,3 +87,30 @@ async def test_update_waiters_queue_behind_one_head(
     assert scrape.get("pg_blocking_sessions", **db) == 1
     await holder.execute("ROLLBACK")
     await exp.until(lambda s: s.get("pg_lock_waiting_sessions", **db) is None)
+
+
+async def test_lock_waiters_are_counted_under_their_application_name(
+    exporter_factory, sessions: Sessions, database: str
+) -> None:
+    # The per-pool row of the pool dashboard reads this: which application's sessions wait.
+    exp = exporter_factory()
+    (holder,) = await sessions.open(1, app="holder")
+    (waiter,) = await sessions.open(1, app="checkout-api/primary")
+    (bystander,) = await sessions.open(1, app="reports")
+    await holder.execute("CREATE TABLE w (id int PRIMARY KEY); INSERT INTO w VALUES (1)")
+    await holder.execute("BEGIN; SELECT * FROM w WHERE id = 1 FOR UPDATE")
+    await bystander.execute("BEGIN; SELECT 1")
+    sessions.background(waiter.execute("SELECT * FROM w WHERE id = 1 FOR UPDATE"))
+    name = "pg_lock_waiting_sessions_by_application"
+    db = {"datname": database}
+    scrape = await exp.until(
+        lambda s: s.get(name, **db, application_name="checkout-api/primary") == 1
+    )
+    assert scrape.total(name) == 1  # nobody else waits: no other series, or 0
+    assert scrape.get(name, **db, application_name="holder") is None
+    assert scrape.get(name, **db, application_name="reports") is None
+    assert scrape.get("pg_lock_waiting_sessions", **db) == 1
+
+    await holder.execute("ROLLBACK")
+    released = await exp.until(lambda s: s.total(name) == 0)
+    assert released.get(name, **db, application_name="checkout-api/primary") is None

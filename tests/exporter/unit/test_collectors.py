@@ -204,6 +204,30 @@ def test_locks_per_database_folded_like_the_sessions() -> None:
     assert get(found, "pg_blocking_sessions", datname="other") == 2
 
 
+def test_lock_waiters_by_application_name_folded_like_the_sessions() -> None:
+    lock = ("Lock", "transactionid")
+    snap = PgSnapshot.from_row(
+        row(
+            [
+                session("shop", "app", "web", "active", 3, wait=lock),
+                session("shop", "app", "web", "active", 2, wait=("IO", "DataFileRead")),
+                session("shop", "app", "cron", "active", 1, wait=lock),
+                session("shop", "app", "psql", "active", 1, wait=("Lock", "relation")),
+                session("shop", "app", "web", "idle in transaction", 4),
+            ]
+        ),
+        top_n=1,  # web (9 sessions) is kept
+    )
+    found = run(LocksCollector(), snap)
+    name = "pg_lock_waiting_sessions_by_application"
+    assert get(found, name, datname="shop", application_name="web") == 3
+    assert get(found, name, datname="shop", application_name="other") == 2  # cron + psql
+    assert {key for key in found if key[0] == name} == {
+        (name, (("application_name", "web"), ("datname", "shop"))),
+        (name, (("application_name", "other"), ("datname", "shop"))),
+    }
+
+
 def test_a_degraded_row_is_named_from_the_last_complete_one() -> None:
     complete = PgSnapshot.from_row(
         row([session("shop", "app", "web", "idle", 3, datid=16384, usesysid=16385)]), 10

@@ -4,6 +4,9 @@
 ones it can return anything for), and ``pg_locks`` is only read when such a session exists,
 so an ordinary scrape touches neither. Lock wait time comes from ``pg_locks.waitstart``
 where the server has it (PostgreSQL 14+), else from the waiting statement's start.
+
+The per-application_name count needs no SQL of its own: the ``sessions`` pass groups active
+sessions by wait event type, with their names already folded to the top N.
 """
 
 from __future__ import annotations
@@ -15,11 +18,14 @@ from ...metric_names import (
     PG_BLOCKING_SESSIONS,
     PG_LOCK_WAIT_MAX_SECONDS,
     PG_LOCK_WAITING_SESSIONS,
+    PG_LOCK_WAITING_SESSIONS_BY_APPLICATION,
 )
 from ..database import Features
 from ..exposition import Family
 from .base import LabelFolder, add_max, add_sum, family
 from .snapshot import PgSnapshot
+
+LOCK = "Lock"  # the wait_event_type of a heavyweight lock wait
 
 # pg_locks is read only when some session waits for a lock (a one-time filter).
 _WAITSTART = """
@@ -70,7 +76,8 @@ class LocksCollector:
         return SQL.format(wait_start="a.state_change", waitstart_join="", **named)
 
     def collect(self, snapshot: PgSnapshot, fold: LabelFolder) -> Iterator[Family]:
-        """pg_lock_waiting_sessions, pg_lock_wait_max_seconds, pg_blocked/blocking_sessions."""
+        """pg_lock_waiting_sessions (also by application_name), pg_lock_wait_max_seconds,
+        pg_blocked/blocking_sessions."""
         waiting: dict[tuple[str, ...], float] = {}
         blocked: dict[tuple[str, ...], float] = {}
         longest: dict[tuple[str, ...], float] = {}
@@ -84,6 +91,11 @@ class LocksCollector:
         for datname, n, datid in snapshot.rows("blocking"):
             add_sum(blocking, (fold("datname", snapshot.database(datname, datid)),), n)
         yield family(PG_LOCK_WAITING_SESSIONS, waiting)
+        by_app: dict[tuple[str, ...], float] = {}
+        for g in snapshot.client_groups:
+            if g.wait_event_type == LOCK:
+                add_sum(by_app, (g.datname, g.application_name), g.sessions)
+        yield family(PG_LOCK_WAITING_SESSIONS_BY_APPLICATION, by_app)
         yield family(PG_LOCK_WAIT_MAX_SECONDS, longest)
         yield family(PG_BLOCKED_SESSIONS, blocked)
         yield family(PG_BLOCKING_SESSIONS, blocking)
