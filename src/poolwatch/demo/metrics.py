@@ -3,6 +3,12 @@
 The demo does not run Prometheus; it reads the same series Prometheus would and applies
 the thresholds of :mod:`poolwatch.thresholds`, the table ``alerts/*.rules.yml`` are
 generated from (ignoring ``for:``, so it says which alert *would* fire).
+
+A rule over a counter (``increase(...[window])``) or a change (``changes(...[window])``)
+compares the latest scrape with the run's first one: a counter's increase since then (a value
+below the first one is a reset, so all of it counts, as ``increase()`` does), a gauge that
+differs. A demo run is shorter than those windows (10 or 15 minutes), so both see the same
+events; a run past the window still counts from its start.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import math
 import operator
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -36,22 +43,21 @@ class Samples:
                 out.series.setdefault(s.name, []).append((dict(s.labels), float(s.value)))
         return out
 
-    def value(self, name: str, **labels: str) -> float:
-        """Sum of the samples of ``name`` whose labels include ``labels`` (0 when none)."""
-        total = 0.0
-        for have, v in self.series.get(name, []):
-            if all(have.get(k) == want for k, want in labels.items()) and not math.isnan(v):
-                total += v
-        return total
-
-    def maximum(self, name: str, **labels: str) -> float:
-        """Largest matching sample (0 when none)."""
-        found = [
-            v
+    def matching(self, name: str, **labels: str) -> list[tuple[dict[str, str], float]]:
+        """The samples of ``name`` whose labels include ``labels`` (NaN left out)."""
+        return [
+            (have, v)
             for have, v in self.series.get(name, [])
             if all(have.get(k) == want for k, want in labels.items()) and not math.isnan(v)
         ]
-        return max(found, default=0.0)
+
+    def value(self, name: str, **labels: str) -> float:
+        """Sum of the samples of ``name`` whose labels include ``labels`` (0 when none)."""
+        return sum(v for _, v in self.matching(name, **labels))
+
+    def maximum(self, name: str, **labels: str) -> float:
+        """Largest matching sample (0 when none)."""
+        return max((v for _, v in self.matching(name, **labels)), default=0.0)
 
     def buckets(self, name: str, **labels: str) -> list[tuple[float, float]]:
         """Cumulative ``(le, count)`` of histogram ``name``, sorted by ``le``."""
@@ -193,18 +199,72 @@ def _checkins_lagging(now: Snapshot, first: Snapshot, _db: str) -> str | None:
     return None
 
 
-def _pg(
-    spec: m.MetricSpec, threshold: t.Threshold, what: str, at_least: bool = False
-) -> Callable[[Snapshot, Snapshot, str], str | None]:
-    """``spec`` (summed over the demo database) compared as its alert does: > or >=."""
-    compare = operator.ge if at_least else operator.gt
+def _rule(
+    threshold: t.Threshold, check: Callable[..., str | None], *args: Any, **kwargs: Any
+) -> AlertRule:
+    """``threshold``'s alert, evaluated by ``check(now, first, database, limit, *args,
+    **kwargs)`` with the table's value as ``limit``."""
     limit = _value(threshold)
+    return AlertRule.of(
+        threshold, lambda now, first, db: check(now, first, db, limit, *args, **kwargs)
+    )
 
-    def check(now: Snapshot, _first: Snapshot, db: str) -> str | None:
-        value = now.pg.value(spec.name, datname=db)
-        return f"{value:g} {what}" if compare(value, limit) else None
 
-    return check
+def _pg(
+    now: Snapshot,
+    _first: Snapshot,
+    db: str,
+    limit: float,
+    spec: m.MetricSpec,
+    what: str,
+    at_least: bool = False,
+) -> str | None:
+    """``spec`` (summed over the demo database) compared as its alert does: > or >=."""
+    value = now.pg.value(spec.name, datname=db)
+    compare = operator.ge if at_least else operator.gt
+    return f"{value:g} {what}" if compare(value, limit) else None
+
+
+def _oldest(
+    now: Snapshot, _first: Snapshot, db: str, limit: float, spec: m.MetricSpec, what: str
+) -> str | None:
+    """The largest age of ``spec`` in the demo database (over every other label) > the limit."""
+    age = now.pg.maximum(spec.name, datname=db)
+    return f"{what} for {age:.0f} s > {limit:g} s" if age > limit else None
+
+
+def _counter(
+    now: Snapshot, first: Snapshot, db: str, limit: float, spec: m.MetricSpec, what: str
+) -> str | None:
+    """``increase()`` of a server counter in the demo database since the run's first scrape."""
+    if not (now.pg.matching(spec.name, datname=db) and first.pg.matching(spec.name, datname=db)):
+        return None  # no two scrapes of it (PostgreSQL < 14, a degraded scrape, down)
+    value, before = now.pg.value(spec.name, datname=db), first.pg.value(spec.name, datname=db)
+    delta = value - before if value >= before else value
+    return f"{delta:g} {what} since the start" if delta > limit else None
+
+
+def _near_limit(
+    now: Snapshot, _first: Snapshot, _db: str, at: float, used: m.MetricSpec, limit: m.MetricSpec
+) -> str | None:
+    """``used / (limit > 0) >= at`` per role or database: the fullest one."""
+    label = used.labels[0]
+    ratios = [
+        (now.pg.value(used.name, **labels) / cap, labels.get(label, ""))
+        for labels, cap in now.pg.matching(limit.name)
+        if cap > 0
+    ]
+    ratio, name = max(ratios, default=(0.0, ""))
+    return f"{label} {name}: {ratio:.0%} of its CONNECTION LIMIT" if ratio >= at else None
+
+
+def _changed(
+    now: Snapshot, first: Snapshot, _db: str, limit: float, spec: m.MetricSpec, what: str
+) -> str | None:
+    """``changes()`` of a server gauge: it differs from the run's first scrape (both served)."""
+    was, new = first.pg.matching(spec.name), now.pg.matching(spec.name)
+    changes = 1 if was and new and was[0][1] != new[0][1] else 0
+    return what if changes > limit else None
 
 
 RULES: tuple[AlertRule, ...] = (
@@ -214,21 +274,48 @@ RULES: tuple[AlertRule, ...] = (
     AlertRule.of(t.POOL_TIMEOUTS, _increase("timeouts_total", "timeouts")),
     AlertRule.of(t.POOL_CONNECTION_LEAK, _increase("leaks_total", "leaks")),
     AlertRule.of(t.POOL_CHECKINS_LAGGING, _checkins_lagging),
-    AlertRule.of(
+    _rule(
         t.POSTGRES_IDLE_IN_TRANSACTION,
-        _pg(
-            m.PG_IDLE_IN_TRANSACTION_STALE_SESSIONS,
-            t.POSTGRES_IDLE_IN_TRANSACTION,
-            "stale idle-in-transaction sessions",
-        ),
+        _pg,
+        m.PG_IDLE_IN_TRANSACTION_STALE_SESSIONS,
+        "stale idle-in-transaction sessions",
     ),
-    AlertRule.of(
-        t.POSTGRES_LOCK_WAITS,
-        _pg(m.PG_LOCK_WAITING_SESSIONS, t.POSTGRES_LOCK_WAITS, "waiting on locks", at_least=True),
+    _rule(
+        t.POSTGRES_LOCK_WAITS, _pg, m.PG_LOCK_WAITING_SESSIONS, "waiting on locks", at_least=True
     ),
-    AlertRule.of(
-        t.POSTGRES_BLOCKED_SESSIONS,
-        _pg(m.PG_BLOCKED_SESSIONS, t.POSTGRES_BLOCKED_SESSIONS, "blocked"),
+    _rule(t.POSTGRES_BLOCKED_SESSIONS, _pg, m.PG_BLOCKED_SESSIONS, "blocked"),
+    # alerts/server.rules.yml
+    _rule(
+        t.POSTGRES_LONG_TRANSACTION, _oldest, m.PG_TRANSACTION_MAX_AGE_SECONDS, "a transaction open"
+    ),
+    _rule(t.POSTGRES_LONG_QUERY, _oldest, m.PG_QUERY_MAX_AGE_SECONDS, "a statement running"),
+    _rule(
+        t.POSTGRES_SESSIONS_FATAL,
+        _counter,
+        m.PG_STAT_DATABASE_SESSIONS_FATAL,
+        "sessions ended by a FATAL error (idle_in_transaction_session_timeout?)",
+    ),
+    _rule(t.POSTGRES_DEADLOCKS, _counter, m.PG_STAT_DATABASE_DEADLOCKS, "deadlocks"),
+    _rule(
+        t.POSTGRES_ROLE_CONNECTION_LIMIT,
+        _near_limit,
+        m.PG_ROLES_CONNECTIONS,
+        m.PG_ROLES_CONNECTION_LIMIT,
+    ),
+    _rule(
+        t.POSTGRES_DATABASE_CONNECTION_LIMIT,
+        _near_limit,
+        m.PG_DATABASE_CONNECTIONS,
+        m.PG_DATABASE_CONNECTION_LIMIT,
+    ),
+    _rule(
+        t.POSTGRES_RESTARTED, _changed, m.PG_POSTMASTER_START_TIME, "the server's start time moved"
+    ),
+    _rule(
+        t.POSTGRES_ROLE_CHANGED,
+        _changed,
+        m.PG_REPLICATION_IS_REPLICA,
+        "the server changed role (primary / standby)",
     ),
 )
 
