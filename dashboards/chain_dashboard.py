@@ -14,6 +14,7 @@ from budget_rules import ALLOWED, BUDGET_USABLE, DIRECT, MAX_CLIENT, PGB_SERVER,
 from panels import (
     Panel,
     breakdown,
+    count_stat,
     dashboard,
     query_variable,
     section,
@@ -52,13 +53,12 @@ def bottleneck() -> list[Panel]:
     )
     return section(
         "Where is the wait? (app -> PgBouncer -> PostgreSQL)",
-        stat(
+        count_stat(
             "App: callers waiting",
             "Callers queued for a connection in the app's pools "
             f"({t.POOL_EXHAUSTED.alert}). 0 while PgBouncer queues: the wait moved there.",
-            [target(waiting, "")],
-            "short",
-            thresholds=steps((1, "red")),
+            waiting,
+            "red",
         ),
         stat(
             "App: checkout wait p95",
@@ -68,13 +68,12 @@ def bottleneck() -> list[Panel]:
             "s",
             thresholds=steps((SLOW.value, "red")),
         ),
-        stat(
+        count_stat(
             "PgBouncer: clients waiting",
             "Clients queued in PgBouncer for a server connection "
             f"({t.PGBOUNCER_CLIENTS_WAITING.alert}).",
-            [target(f"sum({sel(m.PGBOUNCER_POOLS_CLIENT_WAITING, PGB)})", "")],
-            "short",
-            thresholds=steps((1, "orange")),
+            f"sum({sel(m.PGBOUNCER_POOLS_CLIENT_WAITING, PGB)})",
+            "orange",
         ),
         stat(
             "PgBouncer: longest wait now",
@@ -91,13 +90,12 @@ def bottleneck() -> list[Panel]:
             f"{CRIT.value:.0%}).",
             f"max({server_utilization(SERVER)})",
         ),
-        stat(
+        count_stat(
             "PostgreSQL: lock waits",
             "Sessions waiting for a lock: a server-side wait that holds PgBouncer's server "
             f"connections ({t.POSTGRES_LOCK_WAITS.alert}).",
-            [target(lock_waits, "")],
-            "short",
-            thresholds=steps((1, "orange")),
+            lock_waits,
+            "orange",
         ),
         across=6,
     )

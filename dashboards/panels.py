@@ -170,6 +170,11 @@ def stat(
     )
 
 
+def count_stat(title: str, description: str, expr: str, color: str, legend: str = "") -> Panel:
+    """A stat of a count that should be 0 (callers waiting, lock waits): ``color`` from 1 up."""
+    return stat(title, description, [target(expr, legend)], "short", thresholds=steps((1, color)))
+
+
 def heatmap(
     title: str, description: str, expr: str, unit: str, width: int = 12, height: int = 8
 ) -> Panel:

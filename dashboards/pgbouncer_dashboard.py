@@ -7,6 +7,7 @@ from typing import Any
 from panels import (
     Panel,
     chained_variables,
+    count_stat,
     dashboard,
     query_variable,
     section,
@@ -56,14 +57,13 @@ def overview() -> list[Panel]:
             "none",
             **up_down(),
         ),
-        stat(
+        count_stat(
             "Clients waiting now",
             "Clients queued in PgBouncer for a server connection, all selected pools "
             f"({t.PGBOUNCER_CLIENTS_WAITING.alert}: above 0 for "
             f"{t.PGBOUNCER_CLIENTS_WAITING.for_}).",
-            [target(f"sum({sel(m.PGBOUNCER_POOLS_CLIENT_WAITING, POOLS_SEL)})", "")],
-            "short",
-            thresholds=steps((1, "orange")),
+            f"sum({sel(m.PGBOUNCER_POOLS_CLIENT_WAITING, POOLS_SEL)})",
+            "orange",
         ),
         stat(
             "Longest wait now",

@@ -7,6 +7,7 @@ from typing import Any
 from panels import (
     Panel,
     chained_variables,
+    count_stat,
     dashboard,
     heatmap,
     section,
@@ -52,11 +53,6 @@ def quantiles(spec: m.MetricSpec) -> list[dict[str, Any]]:
     )
 
 
-def _count(title: str, description: str, expr: str, color: str, legend: str = "") -> Panel:
-    """A stat of a count that should be 0: ``color`` from 1 up."""
-    return stat(title, description, [target(expr, legend)], "short", thresholds=steps((1, color)))
-
-
 def overview() -> list[Panel]:
     """Four stats: the fullest pool, waiting callers, timeouts and leaks of the last hour."""
     return section(
@@ -71,7 +67,7 @@ def overview() -> list[Panel]:
             "percentunit",
             thresholds=steps((NEAR.value, "orange"), (1, "red")),
         ),
-        _count(
+        count_stat(
             "Callers waiting",
             "Callers queued for a connection now, all selected pools. Anything above 0 "
             f"means a pool is at capacity ({t.POOL_EXHAUSTED.alert}).",
@@ -79,14 +75,14 @@ def overview() -> list[Panel]:
             "red",
             "waiting",
         ),
-        _count(
+        count_stat(
             "Pool timeouts (1h)",
             "Checkouts that raised TimeoutError after pool_timeout in the last hour "
             f"({t.POOL_TIMEOUTS.alert} fires on any; rounded: increase() extrapolates).",
             f"round(sum({increase(m.POOL_TIMEOUTS, POOL_SEL, '[1h]')}))",
             "red",
         ),
-        _count(
+        count_stat(
             "Leaks (1h)",
             "Checkouts held past the leak threshold in the last hour (rounded); the "
             f"application log names where each was checked out ({t.POOL_CONNECTION_LEAK.alert}).",

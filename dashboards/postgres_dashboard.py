@@ -8,6 +8,7 @@ from panels import (
     Panel,
     breakdown,
     chained_variables,
+    count_stat,
     dashboard,
     section,
     stat,
@@ -69,13 +70,12 @@ def overview() -> list[Panel]:
             "short",
             thresholds=steps((5, "orange"), (20, "green"), base="red"),
         ),
-        stat(
+        count_stat(
             "Stale idle in transaction",
             "Sessions idle in transaction longer than the exporter's stale threshold "
             f"(5 s by default). {idle_tx.alert}: above 0 for {idle_tx.for_}.",
-            [target(_sum(m.PG_IDLE_IN_TRANSACTION_STALE_SESSIONS), "")],
-            "short",
-            thresholds=steps((1, "red")),
+            _sum(m.PG_IDLE_IN_TRANSACTION_STALE_SESSIONS),
+            "red",
         ),
     )
 
