@@ -58,7 +58,8 @@ def sessions(selector: str | None = None) -> str:
 
 
 def server_utilization(selector: str | None = None) -> str:
-    """Client sessions / usable connections per server (what PostgresConnections watches)."""
+    """Client sessions / usable connections per server (what
+    PoolwatchPostgresTooManyConnections watches)."""
     return f"{sessions(selector)} / ({usable(selector)})"
 
 
