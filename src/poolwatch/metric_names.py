@@ -378,6 +378,14 @@ EXPORTER_DEGRADED = MetricSpec(
     "role names come from the last complete scrape; 0 otherwise.",
 )
 
+EXPORTER_BCRYPT_CHECKS = MetricSpec(
+    "poolwatch_exporter_bcrypt_checks_total",
+    "counter",
+    "Basic-auth password checks that ran bcrypt (a credential checked before is answered "
+    "from the cache without one); a rise with 401 and 429 answers is someone guessing. "
+    "Only with basic_auth_users in --web.config.file.",
+)
+
 EXPORTER_PROBE_TARGETS = MetricSpec(
     "poolwatch_exporter_probe_targets",
     "gauge",
@@ -431,6 +439,8 @@ EXPORTER_METRICS: tuple[MetricSpec, ...] = (
     EXPORTER_COLLECTOR_DURATION,
     EXPORTER_DEGRADED,
 )
+# Served on /metrics only with basic_auth_users in --web.config.file.
+EXPORTER_AUTH_METRICS: tuple[MetricSpec, ...] = (EXPORTER_BCRYPT_CHECKS,)
 # Served on /metrics only with --config.file (the /probe side's own metrics).
 EXPORTER_PROBE_METRICS: tuple[MetricSpec, ...] = (
     EXPORTER_PROBE_TARGETS,

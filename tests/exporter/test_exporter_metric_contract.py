@@ -8,7 +8,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import Sessions
-from poolwatch.metric_names import EXPORTER_METRICS, EXPORTER_PROBE_METRICS
+from poolwatch.metric_names import EXPORTER_AUTH_METRICS, EXPORTER_METRICS, EXPORTER_PROBE_METRICS
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
 
@@ -22,7 +22,7 @@ def exporter_section() -> str:
 
 def test_every_exporter_metric_is_documented_in_its_section() -> None:
     section = exporter_section()
-    for spec in (*EXPORTER_METRICS, *EXPORTER_PROBE_METRICS):
+    for spec in (*EXPORTER_METRICS, *EXPORTER_PROBE_METRICS, *EXPORTER_AUTH_METRICS):
         assert f"`{spec.name}`" in section, spec.name
         for label in spec.labels:
             assert label in section

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 
 from .. import __version__
 from ..metric_names import (
+    EXPORTER_BCRYPT_CHECKS,
     EXPORTER_BUILD_INFO,
     EXPORTER_CONNECTIONS_OPENED,
     EXPORTER_DEGRADED,
@@ -22,6 +23,7 @@ from ..metric_names import (
     EXPORTER_SCRAPE_ERRORS,
     EXPORTER_SNAPSHOT_AGE,
 )
+from .basicauth import BasicAuth
 from .collectors.base import counter, gauge
 from .exposition import Family
 from .scraper import Scraper, Snapshot
@@ -53,6 +55,13 @@ def collect_own(scraper: Scraper, snap: Snapshot) -> Iterator[Family]:
         metric = counter(spec)
         metric.add_metric([], float(value))
         yield metric
+
+
+def collect_auth(auth: BasicAuth) -> Family:
+    """poolwatch_exporter_bcrypt_checks_total (with basic auth configured)."""
+    checks = counter(EXPORTER_BCRYPT_CHECKS)
+    checks.add_metric([], float(auth.bcrypt_checks))
+    return checks
 
 
 def collect_up(scraper: Scraper, snap: Snapshot) -> Family:

@@ -27,7 +27,7 @@ from .basicauth import Verdict
 from .database import Database
 from .dsn import Dsn
 from .exposition import OPENMETRICS_EOF, render
-from .own_metrics import collect_own, collect_up, merge_health
+from .own_metrics import collect_auth, collect_own, collect_up, merge_health
 from .pgbouncer import pgbouncer_target
 from .postgres import postgres_target
 from .probe import Prober
@@ -148,9 +148,12 @@ class ExporterApp:
         # prometheus_client decides the format (and its content type); the encoding is ours
         _, content_type = choose_encoder(accept or "")
         openmetrics = content_type.startswith("application/openmetrics-text")
-        probe_side = render(self.prober.collect(), openmetrics) if self.prober else b""
+        # the exporter's own families that do not depend on a target: /probe's and auth's
+        extra = render(self.prober.collect(), openmetrics) if self.prober else b""
+        if self.web_config.auth is not None:
+            extra += render([collect_auth(self.web_config.auth)], openmetrics)
         if not self.scrapers:  # probe-only
-            return (probe_side + OPENMETRICS_EOF if openmetrics else probe_side), content_type
+            return (extra + OPENMETRICS_EOF if openmetrics else extra), content_type
         if len(self.scrapers) == 1:
             snaps = [await self.scrapers[0].snapshot()]
         else:  # both targets at once: the slower one bounds the scrape, not their sum
@@ -158,7 +161,7 @@ class ExporterApp:
         own = list(collect_own(self.scrapers[0], snaps[0]))
         own += [collect_up(s, snap) for s, snap in zip(self.scrapers[1:], snaps[1:], strict=True)]
         body = render([*own, *merge_health(snaps)], openmetrics)
-        body += b"".join(snap.encoded(openmetrics) for snap in snaps) + probe_side
+        body += b"".join(snap.encoded(openmetrics) for snap in snaps) + extra
         return (body + OPENMETRICS_EOF if openmetrics else body), content_type
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
