@@ -67,3 +67,33 @@ def test_engine_unused_before_fork_is_quiet(pg: PgTarget, tmp_path: Path) -> Non
     assert fork_warnings(result["child"]["messages"]) == []
     assert result["child"]["checkouts"] == 2
     assert result["aggregated_checkouts"] == 3
+
+
+BACKGROUND_PROBE = Path(__file__).parent.parent / "apps" / "pw_background_probe.py"
+
+
+def test_one_background_thread_restarts_in_a_forked_child_and_stops_on_close(
+    pg: PgTarget,
+) -> None:
+    # The leak scan is a task of the flusher: one "poolwatch-flusher" thread, none before
+    # anything is instrumented, a fresh one in a forked child (which finds the child's own
+    # leak), and none once the last instrumentation is closed.
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    out = subprocess.run(
+        [sys.executable, str(BACKGROUND_PROBE), pg.url("psycopg")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["after_import"] == []
+    assert result["after_instrument"] == ["poolwatch-flusher"]
+    child = result["child"]
+    assert child["at_start"] == ["poolwatch-flusher"], child
+    assert child["leak_found"] and child["leaks"] == 1, child
+    assert child["while_held"] == ["poolwatch-flusher"], child
+    assert child["stopped"] and child["after_close"] == [], child
+    assert result["parent_leaks"] == 0  # the child's leak is the child's
+    assert result["stopped"] and result["after_close"] == [], result

@@ -15,7 +15,7 @@ from sqlalchemy.pool import Pool
 
 from poolwatch.instrumentation import forking, hooks
 from poolwatch.instrumentation.flusher import flusher
-from poolwatch.instrumentation.leaks import reaper
+from poolwatch.instrumentation.leaks import leak_scan
 from poolwatch.instrumentation.naming import default_pool_name
 from poolwatch.instrumentation.prometheus import (
     PoolCollector,
@@ -272,8 +272,8 @@ def _install(
         collector.add(tracker)
         on_close(lambda: collector.remove(tracker))
     if tracker.leak_threshold is not None:
-        reaper.add(tracker)
-        on_close(lambda: reaper.remove(tracker))
+        leak_scan.add(tracker)
+        on_close(lambda: leak_scan.remove(tracker))
     engine_id = id(engine)
     _handles[engine_id] = handle
 

@@ -50,6 +50,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from poolwatch.instrumentation import forking
+
 logger = logging.getLogger("poolwatch")
 
 LOCK_FILE = ".poolwatch.lock"
@@ -90,15 +92,23 @@ def directory_lock(path: str, *, exclusive: bool, wait: bool = True) -> Iterator
 _open_lock_fds: set[int] = set()
 
 
-def _close_inherited_locks() -> None:
-    for fd in list(_open_lock_fds):
-        with contextlib.suppress(OSError):
-            os.close(fd)
-    _open_lock_fds.clear()
+class _InheritedLocks:
+    """Closes, in a forked child, the lock files this process had open at fork() (run by
+    the one at-fork path, :mod:`~poolwatch.instrumentation.forking`, before the child's
+    flusher thread starts)."""
+
+    def after_fork_in_child(self) -> None:
+        for fd in list(_open_lock_fds):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        _open_lock_fds.clear()
+
+    def after_fork_in_parent(self) -> None:
+        """Nothing to do in the parent."""
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_close_inherited_locks)
+_inherited_locks = _InheritedLocks()
+forking.watch_sink(_inherited_locks)
 
 
 class LockedMultiProcessCollector(MultiProcessCollector):

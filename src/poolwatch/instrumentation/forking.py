@@ -11,8 +11,13 @@ child right after fork (gunicorn's ``post_fork`` hook) or creating the engine af
 * if the pool held connections at fork time and the child checks a connection out of that
   same pool (i.e. nobody called ``dispose(close=False)``), poolwatch logs one WARNING with
   the fix;
-* sinks (multiprocess writer, OpenTelemetry buffer) reset their own per-process state, and
-  the background flusher is made fork-safe (see :mod:`~poolwatch.instrumentation.flusher`).
+* sinks (multiprocess writer, OpenTelemetry buffer, the leak scan, the multiprocess
+  directory's inherited lock files) reset their own per-process state, and the background
+  flusher is made fork-safe (see :mod:`~poolwatch.instrumentation.flusher`) and restarted
+  last, once everything it runs has been reset.
+
+This is poolwatch's one ``os.register_at_fork`` registration: whatever else has state to
+reset registers with :func:`watch_sink`.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ logger = logging.getLogger("poolwatch")
 
 
 class ForkAware(Protocol):
-    """A sink with per-process state to reset in a forked child."""
+    """A sink (or other part) with per-process state to reset in a forked child."""
 
     def after_fork_in_child(self) -> None:
         """Drop state inherited from the parent."""
