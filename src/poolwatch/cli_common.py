@@ -7,14 +7,14 @@ import argparse
 import asyncio
 import math
 import os
-from typing import Any, NoReturn, TextIO
+from typing import Any, TextIO
 
 from poolwatch import doctor_facts as facts_mod
-from poolwatch.redaction import redact_dsn
+from poolwatch.cli_parser import EXIT_USAGE as EXIT_USAGE
+from poolwatch.cli_parser import OneLineErrorParser as OneLineErrorParser
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
-EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
@@ -64,20 +64,6 @@ class Style:
         if status == "warn":
             return self.yellow(label)
         return self.green(label)
-
-
-class OneLineErrorParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (no usage dump) and exits 2, and a flag is
-    never guessed from a prefix (``--max-conn`` is not silently ``--max-connections``)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("allow_abbrev", False)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str) -> NoReturn:
-        # argparse quotes the offending argument, which may be a mistyped --dsn URL
-        message = redact_dsn(message)
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _number(text: str) -> float:

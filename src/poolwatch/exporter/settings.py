@@ -16,13 +16,11 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import NoReturn
 
 from .. import __version__
-from ..redaction import redact_dsn
+from ..cli_parser import OneLineErrorParser
 from . import DEFAULT_PORT
 from .logs import FORMATS, LEVELS
 
@@ -83,15 +81,6 @@ def parse_listen_address(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line (no usage dump) and exit 2."""
-
-    def error(self, message: str) -> NoReturn:
-        # argparse quotes the offending argument, which may be a mistyped --dsn URL
-        sys.stderr.write(f"poolwatch-exporter: error: {redact_dsn(message)} (see --help)\n")
-        raise SystemExit(2)
-
-
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
@@ -102,7 +91,7 @@ def _env_name(flag: str) -> str:
 
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     """The argument parser; defaults come from ``environ`` where set."""
-    parser = _Parser(
+    parser = OneLineErrorParser(
         prog="poolwatch-exporter",
         description=(
             "Prometheus exporter for PostgreSQL connection-slot pressure: sessions by "
@@ -119,6 +108,9 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
             "2 on a configuration error. Guide: docs/exporter.md."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        # unlike poolwatch's sub-commands, an unambiguous prefix of a flag is accepted (and an
+        # ambiguous one named: "--ds could match --dsn, --dsn-file"), as it always was here
+        allow_abbrev=True,
     )
 
     def add(flag: str, default: str | None, help_text: str, **kw: object) -> None:
@@ -225,6 +217,16 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     return parser
 
 
+def _whole_number(value: object, flag: str, *, minimum: int) -> int:
+    try:
+        number: int | None = int(str(value))
+    except ValueError:
+        number = None
+    if number is None or number < minimum:
+        raise ConfigError(f"{flag} must be a whole number >= {minimum}")
+    return number
+
+
 def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Settings:
     """Parse ``argv`` (without the program name); raise :class:`ConfigError` on bad values."""
     env = os.environ if environ is None else environ
@@ -236,18 +238,8 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
     path = str(ns["web.telemetry_path"])
     if not path.startswith("/") or path in ("/", "/healthz"):
         raise ConfigError("--web.telemetry-path must start with / and not be / or /healthz")
-    try:
-        top_n = int(str(ns["labels.top_n"]))
-        if top_n < 1:
-            raise ValueError
-    except ValueError:
-        raise ConfigError("--labels.top-n must be a whole number >= 1") from None
-    try:
-        max_conns = int(str(ns["web.max_connections"]))
-        if max_conns < 2:
-            raise ValueError
-    except ValueError:
-        raise ConfigError("--web.max-connections must be a whole number >= 2") from None
+    top_n = _whole_number(ns["labels.top_n"], "--labels.top-n", minimum=1)
+    max_conns = _whole_number(ns["web.max_connections"], "--web.max-connections", minimum=2)
     durations: dict[str, float] = {}
     for key, flag in (
         ("web.read_header_timeout", "--web.read-header-timeout"),
