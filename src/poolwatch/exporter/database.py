@@ -3,7 +3,8 @@
 Rules (postgres_exporter incidents #1228, #921, #1258 taught them): at most one
 connection, ``application_name=poolwatch-exporter``, server-side ``statement_timeout``
 and ``lock_timeout``, ``default_transaction_read_only=on``, autocommit only (never idle in
-transaction), reconnect with exponential backoff after a failure.
+transaction), reconnect with exponential backoff after a failure (:mod:`.backoff`, shared
+with the PgBouncer source).
 
 At most one connection attempt is in flight. A scrape waits for it at most the connect
 timeout (``--query.timeout``) and then reports the server down, but the attempt itself is
@@ -19,8 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,12 +27,11 @@ from typing import Any
 import asyncpg
 
 from . import APPLICATION_NAME
+from .backoff import Backoff
 from .dsn import Dsn, scrub
 
 log = logging.getLogger("poolwatch.exporter.database")
 
-BACKOFF_MIN = 0.5
-BACKOFF_MAX = 8.0
 
 FEATURES_SQL = """
 SELECT current_setting('server_version_num')::int AS version_num,
@@ -117,9 +115,7 @@ class Database:
         self.features: Features | None = None
         self.connections_opened = 0
         self._conn: Any = None
-        self._backoff = 0.0
-        self._next_attempt = 0.0
-        self._last_error = "not connected yet"
+        self._backoff = Backoff()
         self._lock = asyncio.Lock()
         self._attempt: asyncio.Task[None] | None = None
 
@@ -156,10 +152,10 @@ class Database:
         starting it if there is none and the backoff allows."""
         attempt = self._attempt
         if attempt is None:
-            now = time.monotonic()
-            if now < self._next_attempt:
+            wait = self._backoff.remaining()
+            if wait > 0:
                 raise DatabaseUnavailable(
-                    f"{self._last_error} (next reconnect in {self._next_attempt - now:.1f}s)"
+                    f"{self._backoff.last_error} (next reconnect in {wait:.1f}s)"
                 )
             attempt = self._attempt = asyncio.ensure_future(self._open())
             attempt.add_done_callback(self._attempt_done)
@@ -197,7 +193,7 @@ class Database:
         assert row is not None
         self.features = Features(**dict(row))
         self._conn = conn
-        self._backoff = 0.0
+        self._backoff.succeeded()
         self.connections_opened += 1
         log.info(
             "connected to PostgreSQL",
@@ -212,9 +208,7 @@ class Database:
 
     def _fail(self, error: DatabaseUnavailable) -> DatabaseUnavailable:
         """Remember ``error`` and push the next connection attempt out (backoff)."""
-        self._last_error = str(error)
-        self._backoff = min(BACKOFF_MAX, max(BACKOFF_MIN, self._backoff * 2))
-        self._next_attempt = time.monotonic() + self._backoff * random.uniform(0.8, 1.0)
+        self._backoff.failed(str(error))
         return error
 
     def _drop(self) -> None:
@@ -272,7 +266,7 @@ class Database:
 
     async def check(self, sql_for: Callable[[Features], str]) -> None:
         """Connect (ignoring backoff) and run the query once: the start-up check."""
-        self._next_attempt = 0.0
+        self._backoff.allow_now()
         await self.fetchrow(sql_for)
 
     async def close(self) -> None:
