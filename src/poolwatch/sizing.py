@@ -99,18 +99,19 @@ def validate(inp: SizingInput) -> None:
         raise SizingError(
             f"--pgbouncer must be one of {', '.join(PGBOUNCER_MODES)}, not {inp.pgbouncer!r}"
         )
-    if inp.max_connections < 1:
-        raise SizingError(
-            f"max_connections must be at least 1 (got {inp.max_connections}): "
-            "pass the server's value, e.g. --max-connections 100"
-        )
+    _at_least_one(
+        inp.max_connections,
+        "max_connections",
+        "pass the server's value, e.g. --max-connections 100",
+    )
     if inp.reserved < 0:
         raise SizingError(f"--reserved cannot be negative (got {inp.reserved}): use 0 or more")
-    if inp.workers < 1:
-        raise SizingError(
-            f"--workers must be at least 1 (got {inp.workers}): count every process that "
-            "opens its own pool (uvicorn/gunicorn workers, background workers)"
-        )
+    _at_least_one(
+        inp.workers,
+        "--workers",
+        "count every process that opens its own pool (uvicorn/gunicorn workers, background "
+        "workers)",
+    )
     if inp.max_overflow < 0:
         raise SizingError(
             f"--max-overflow cannot be negative (got {inp.max_overflow}): use 0 to disable "
@@ -128,13 +129,12 @@ def validate(inp: SizingInput) -> None:
         raise SizingError(
             f"--pool-recycle must be -1 (off) or at least 1 second (got {inp.pool_recycle})"
         )
-    if inp.concurrency < 1:
-        raise SizingError(f"--concurrency must be at least 1 (got {inp.concurrency})")
-    if inp.pgbouncer_pools < 1:
-        raise SizingError(
-            f"--pgbouncer-pools must be at least 1 (got {inp.pgbouncer_pools}): count the "
-            "(database, user) pairs PgBouncer keeps a pool for"
-        )
+    _at_least_one(inp.concurrency, "--concurrency")
+    _at_least_one(
+        inp.pgbouncer_pools,
+        "--pgbouncer-pools",
+        "count the (database, user) pairs PgBouncer keeps a pool for",
+    )
     if inp.pgbouncer == "transaction" and inp.pgbouncer_pools > inp.max_connections - inp.reserved:
         raise SizingError(
             f"{inp.pgbouncer_pools} PgBouncer pools cannot each get a server connection out of "
@@ -142,9 +142,11 @@ def validate(inp: SizingInput) -> None:
         )
 
 
-def formula_pool_size(max_connections: int, reserved: int, workers: int, max_overflow: int) -> int:
-    """``floor((max_connections - reserved) / workers) - max_overflow`` (may be < 1)."""
-    return (max_connections - reserved) // workers - max_overflow
+def _at_least_one(value: int, name: str, hint: str = "") -> None:
+    if value < 1:
+        raise SizingError(
+            f"{name} must be at least 1 (got {value})" + (f": {hint}" if hint else "")
+        )
 
 
 def recommend(inp: SizingInput) -> SizingAdvice:
@@ -157,8 +159,6 @@ def recommend(inp: SizingInput) -> SizingAdvice:
     pool_size = share - inp.max_overflow
     if pool_size < 1:
         raise SizingError(_too_small(inp, usable, share, pool_size))
-    per_worker = pool_size + inp.max_overflow
-    peak = per_worker * inp.workers
     formula = (
         f"floor(({inp.max_connections} - {inp.reserved}) / {inp.workers}) - "
         f"{inp.max_overflow} = {share} - {inp.max_overflow} = {pool_size}"
@@ -175,20 +175,53 @@ def recommend(inp: SizingInput) -> SizingAdvice:
             "PgBouncer in session mode gives each client connection its own server "
             "connection: size against PgBouncer's pool limit as if it were max_connections"
         )
+    return _advice(
+        inp,
+        inp.pgbouncer,
+        pool_size,
+        limit=usable,
+        formula=formula,
+        snippet=engine_snippet(pool_size, inp.max_overflow, inp.pool_timeout, inp.pool_recycle),
+        notes=notes,
+    )
+
+
+def _peak(inp: SizingInput, pool_size: int) -> int:
+    """Connections all workers open at peak: ``(pool_size + max_overflow) * workers``."""
+    return (pool_size + inp.max_overflow) * inp.workers
+
+
+def _advice(
+    inp: SizingInput,
+    mode: str,
+    pool_size: int,
+    *,
+    limit: int,
+    formula: str,
+    snippet: str,
+    notes: list[str],
+    pgbouncer_default_pool_size: int | None = None,
+    pgbouncer_max_client_conn: int | None = None,
+) -> SizingAdvice:
+    """The advice for ``pool_size`` per worker; ``headroom`` is what the peak leaves of
+    ``limit`` (the usable slots, or PgBouncer's max_client_conn)."""
+    peak = _peak(inp, pool_size)
     return SizingAdvice(
-        mode=inp.pgbouncer,
+        mode=mode,
         pool_size=pool_size,
         max_overflow=inp.max_overflow,
         workers=inp.workers,
         max_connections=inp.max_connections,
         reserved=inp.reserved,
-        usable=usable,
-        per_worker_peak=per_worker,
+        usable=inp.max_connections - inp.reserved,
+        per_worker_peak=pool_size + inp.max_overflow,
         peak_total=peak,
-        headroom=usable - peak,
+        headroom=limit - peak,
         formula=formula,
-        snippet=engine_snippet(pool_size, inp.max_overflow, inp.pool_timeout, inp.pool_recycle),
+        snippet=snippet,
         notes=notes,
+        pgbouncer_default_pool_size=pgbouncer_default_pool_size,
+        pgbouncer_max_client_conn=pgbouncer_max_client_conn,
     )
 
 
@@ -219,8 +252,8 @@ def _too_small(inp: SizingInput, usable: int, share: int, pool_size: int) -> str
 def _recommend_pgbouncer_transaction(inp: SizingInput) -> SizingAdvice:
     usable = inp.max_connections - inp.reserved
     pool_size = inp.concurrency
+    peak = _peak(inp, pool_size)
     per_worker = pool_size + inp.max_overflow
-    peak = per_worker * inp.workers
     # stay below the 85 % at which PoolwatchPgBouncerClientsNearLimit-style alerts fire
     max_client_conn = -(-peak * 100 // CLIENT_CONN_ALERT_PERCENT)  # ceil, in integers
     default_pool_size = usable // inp.pgbouncer_pools
@@ -245,17 +278,11 @@ def _recommend_pgbouncer_transaction(inp: SizingInput) -> SizingAdvice:
         "even when its server side was replaced",
         *_reserved_note(inp),
     ]
-    return SizingAdvice(
-        mode="transaction",
-        pool_size=pool_size,
-        max_overflow=inp.max_overflow,
-        workers=inp.workers,
-        max_connections=inp.max_connections,
-        reserved=inp.reserved,
-        usable=usable,
-        per_worker_peak=per_worker,
-        peak_total=peak,
-        headroom=max_client_conn - peak,
+    return _advice(
+        inp,
+        "transaction",
+        pool_size,
+        limit=max_client_conn,
         formula=(
             f"app pool_size = expected concurrency per worker = {pool_size}; "
             f"PgBouncer max_client_conn >= ceil({peak} / 0.85) = {max_client_conn}; "
