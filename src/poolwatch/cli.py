@@ -20,6 +20,8 @@ from poolwatch.cli_common import (
     HELP_FORMAT,
     CliError,
     OneLineErrorParser,
+    add_command,
+    add_json_flag,
     seconds,
 )
 from poolwatch.cli_doctor import add_doctor
@@ -51,9 +53,11 @@ DEMO_DEPENDENCIES = {
 
 
 def _add_demo(sub: Any) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "demo",
-        help="watch an instrumented app exhaust its pool (embedded PostgreSQL, no setup)",
+        cmd_demo,
+        summary="watch an instrumented app exhaust its pool (embedded PostgreSQL, no setup)",
         description=(
             "Start an embedded PostgreSQL (or use --dsn), a FastAPI app instrumented with "
             "poolwatch, and poolwatch-exporter; drive load through healthy traffic, a slow "
@@ -62,7 +66,6 @@ def _add_demo(sub: Any) -> None:
             "would fire."
         ),
         epilog=DEMO_EPILOG,
-        formatter_class=HELP_FORMAT,
     )
     p.add_argument("--dsn", help="use this PostgreSQL server instead of an embedded one")
     p.add_argument(
@@ -71,8 +74,7 @@ def _add_demo(sub: Any) -> None:
         default=60.0,
         help="seconds for the whole walk (default 60, min 12)",
     )
-    p.add_argument("--json", action="store_true", help="JSON lines instead of the live table")
-    p.set_defaults(func=cmd_demo)
+    add_json_flag(p, "JSON lines instead of the live table")
 
 
 def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:

@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import math
 import os
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from poolwatch import doctor_facts as facts_mod
@@ -100,6 +101,34 @@ def recycle_seconds(text: str) -> float:
 
 
 HELP_FORMAT = argparse.RawDescriptionHelpFormatter
+
+Command = Callable[[argparse.Namespace, TextIO], int]
+
+
+def add_command(
+    sub: Any, name: str, func: Command, *, summary: str, description: str, epilog: str
+) -> argparse.ArgumentParser:
+    """Register sub-command ``name`` on argparse's sub-parsers ``sub``: ``summary`` in the
+    list of commands, the description and examples printed as written, run by ``func``."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name, help=summary, description=description, epilog=epilog, formatter_class=HELP_FORMAT
+    )
+    parser.set_defaults(func=func)
+    return parser
+
+
+def add_workers_flag(parser: argparse.ArgumentParser) -> None:
+    """``--workers``: the processes that each open their own pool."""
+    parser.add_argument(
+        "--workers", type=int, default=1, help="processes with their own pool (default 1)"
+    )
+
+
+def add_json_flag(
+    parser: argparse.ArgumentParser, summary: str = "print one JSON document"
+) -> None:
+    """``--json``: machine-readable output instead of the text."""
+    parser.add_argument("--json", action="store_true", help=summary)
 
 
 def run_doctor(coro: Any) -> Any:

@@ -16,9 +16,11 @@ from poolwatch import sizing
 from poolwatch.cli_common import (
     EXIT_OK,
     EXIT_PROBLEMS,
-    HELP_FORMAT,
     CliError,
     Style,
+    add_command,
+    add_json_flag,
+    add_workers_flag,
     recycle_seconds,
     run_doctor,
     seconds,
@@ -50,13 +52,14 @@ connection error.
 
 def add_doctor(sub: Any) -> None:
     """Register the ``doctor`` sub-command on argparse's sub-parsers ``sub``."""
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "doctor",
-        help="check pool settings and the server for the usual pool-exhaustion mistakes",
+        cmd_doctor,
+        summary="check pool settings and the server for the usual pool-exhaustion mistakes",
         description="Check an application's pool settings against a real PostgreSQL server "
         "and explain every problem with its fix.",
         epilog=DOCTOR_EPILOG,
-        formatter_class=HELP_FORMAT,
     )
     p.add_argument("--dsn", help="the server the application uses (postgresql://...)")
     p.add_argument(
@@ -72,9 +75,7 @@ def add_doctor(sub: Any) -> None:
         choices=("on", "off"),
         help="asyncpg prepared statements (default on; matters behind PgBouncer)",
     )
-    p.add_argument(
-        "--workers", type=int, default=1, help="processes with their own pool (default 1)"
-    )
+    add_workers_flag(p)
     p.add_argument(
         "--proxy-idle-timeout",
         type=seconds,
@@ -100,8 +101,7 @@ def add_doctor(sub: Any) -> None:
         help="report sessions idle in transaction at least this long (default 5 s)",
     )
     p.add_argument("--strict", action="store_true", help="warnings fail too")
-    p.add_argument("--json", action="store_true", help="print one JSON document")
-    p.set_defaults(func=cmd_doctor)
+    add_json_flag(p)
 
 
 def cmd_doctor(args: argparse.Namespace, out: TextIO) -> int:

@@ -10,9 +10,11 @@ from poolwatch import doctor_facts as facts_mod
 from poolwatch import sizing
 from poolwatch.cli_common import (
     EXIT_OK,
-    HELP_FORMAT,
     CliError,
     Style,
+    add_command,
+    add_json_flag,
+    add_workers_flag,
     run_doctor,
     seconds,
 )
@@ -36,16 +38,17 @@ examples:
 
 def add_size(sub: Any) -> None:
     """Register the ``size`` sub-command on argparse's sub-parsers ``sub``."""
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "size",
-        help="recommend pool_size for your workers and the server's max_connections",
+        cmd_size,
+        summary="recommend pool_size for your workers and the server's max_connections",
         description=(
             "Recommend pool_size so that every worker can reach its burst limit without "
             "exhausting PostgreSQL:\n"
             "  pool_size = floor((max_connections - reserved) / workers) - max_overflow"
         ),
         epilog=SIZE_EPILOG,
-        formatter_class=HELP_FORMAT,
     )
     p.add_argument("--max-connections", type=int, help="the server's max_connections")
     p.add_argument(
@@ -54,9 +57,7 @@ def add_size(sub: Any) -> None:
         help="slots kept back for superusers, admin sessions, migrations, monitoring "
         "(default 10; with --dsn: the server's reserved slots)",
     )
-    p.add_argument(
-        "--workers", type=int, default=1, help="processes with their own pool (default 1)"
-    )
+    add_workers_flag(p)
     p.add_argument(
         "--max-overflow", type=int, default=5, help="burst connections per worker (default 5)"
     )
@@ -88,8 +89,7 @@ def add_size(sub: Any) -> None:
         default=1800,
         help="for the snippet (default 1800; -1 = off)",
     )
-    p.add_argument("--json", action="store_true", help="print one JSON document")
-    p.set_defaults(func=cmd_size)
+    add_json_flag(p)
 
 
 def cmd_size(args: argparse.Namespace, out: TextIO) -> int:
