@@ -8,7 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from poolwatch.demo.processes import DemoError, alive, start_exporter
+from poolwatch.demo.processes import DemoError, start_exporter
+from poolwatch.pids import pid_exists
 from support import PgTarget, running_exporter
 
 
@@ -21,7 +22,7 @@ def test_exporter_runs_answers_and_stops(pg: PgTarget, tmp_path: Path) -> None:
         assert dsn_file.stat().st_mode & 0o077 == 0  # the DSN file is private
         assert pg.dsn not in exp.child.proc.args  # never on the command line
     assert exp.child.proc.poll() is not None
-    assert not alive(pid)
+    assert not pid_exists(pid)
 
 
 def test_exporter_that_cannot_start_is_one_line_and_stopped(pg: PgTarget, tmp_path: Path) -> None:

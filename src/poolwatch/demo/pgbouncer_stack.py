@@ -16,7 +16,6 @@ import pwd
 import secrets
 import shutil
 import socket
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -24,7 +23,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from poolwatch.demo.processes import Child, free_port, private_file, spawn, wait_http
+from poolwatch.demo.processes import (
+    Child,
+    DemoError,
+    free_port,
+    private_file,
+    spawn,
+    start_app,
+    start_exporter,
+    wait_http,
+)
 
 APP_POOL = "demo-pgbouncer"
 APP_POOL_SIZE = 20
@@ -164,52 +172,27 @@ def start_stack(act: ActProcesses, local: Any, binary: str) -> tuple[str, str, s
 
     url = f"postgresql+asyncpg://{APP_USER}:{app_password}@127.0.0.1:{bport}/{DATABASE}"
     url_file = _private(d, "app-url", url, None)
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(128)
-    app_port = listener.getsockname()[1]
-    try:
-        app = act.spawn(
-            "app-pgbouncer",
-            [
-                sys.executable,
-                "-c",
-                "import sys; from poolwatch.demo.app import main; sys.exit(main())",
-                "--url-file",
-                str(url_file),
-                "--fd",
-                str(listener.fileno()),
-                "--pool-name",
-                APP_POOL,
-                "--pool-size",
-                str(APP_POOL_SIZE),
-                "--through-pgbouncer",
-            ],
-            pass_fds=(listener.fileno(),),
-        )
-    finally:
-        listener.close()
-    app_url = f"http://127.0.0.1:{app_port}"
+    app, app_url = start_app(
+        act.spawn,
+        "app-pgbouncer",
+        url_file,
+        "--pool-name",
+        APP_POOL,
+        "--pool-size",
+        str(APP_POOL_SIZE),
+        "--through-pgbouncer",
+    )
     _wait_http(app, app_url + "/healthz", 30.0)
 
     admin = f"postgresql://{STATS_USER}:{stats_password}@127.0.0.1:{bport}/pgbouncer"
-    dsn_file = _private(d, "exporter-pgbouncer-dsn", admin, None)
-    eport = free_port()
-    exporter = act.spawn(
-        "exporter-pgbouncer",
-        [
-            sys.executable,
-            "-m",
-            "poolwatch.exporter",
-            "--pgbouncer.dsn-file",
-            str(dsn_file),
-            "--web.listen-address",
-            f"127.0.0.1:{eport}",
-        ],
-    )
-    exporter_url = f"http://127.0.0.1:{eport}/metrics"
-    _wait_http(exporter, exporter_url, 20.0)
+    try:
+        exporter = start_exporter(
+            d, admin, name="exporter-pgbouncer", dsn_flag="--pgbouncer.dsn-file"
+        )
+    except DemoError as exc:
+        raise ActSkipped(str(exc)) from None
+    act.children.append(exporter.child)
+    exporter_url = exporter.metrics_url
     return app_url, app_url + "/metrics", exporter_url
 
 

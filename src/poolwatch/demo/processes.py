@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from poolwatch.pids import pid_exists
+
 
 class DemoError(RuntimeError):
     """The demo could not run; the message is one readable line."""
@@ -110,6 +112,30 @@ def private_file(workdir: Path, name: str, text: str) -> Path:
     return path
 
 
+def start_app(
+    spawn_child: Callable[..., Child], name: str, url_file: Path, *options: str
+) -> tuple[Child, str]:
+    """Start the demo app (:mod:`poolwatch.demo.app`, database URL read from ``url_file``)
+    with ``spawn_child(name, argv, **popen)``; returns the child and its base URL.
+
+    The app inherits a socket already listening on a free loopback port, so the port cannot
+    be taken in between and a request never finds nothing listening. It is not waited for.
+    """
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(128)
+    port = listener.getsockname()[1]
+    main = "import sys; from poolwatch.demo.app import main; sys.exit(main())"
+    argv = [sys.executable, "-c", main, "--url-file", str(url_file), "--fd", str(listener.fileno())]
+    argv += options
+    try:
+        child = spawn_child(name, argv, pass_fds=(listener.fileno(),))
+    finally:
+        listener.close()
+    return child, f"http://127.0.0.1:{port}"
+
+
 @dataclass
 class Exporter:
     """A running ``poolwatch-exporter``."""
@@ -119,16 +145,22 @@ class Exporter:
 
 
 def start_exporter(
-    workdir: Path, dsn: str, *flags: str, timeout: float = 20.0, name: str = "exporter"
+    workdir: Path,
+    dsn: str,
+    *flags: str,
+    timeout: float = 20.0,
+    name: str = "exporter",
+    dsn_flag: str = "--dsn-file",
 ) -> Exporter:
     """Run ``poolwatch-exporter`` for ``dsn`` (passed in a 0600 file, never on the command
-    line) on a free loopback port, and wait until ``/metrics`` answers.
+    line, with ``dsn_flag``: ``--pgbouncer.dsn-file`` for PgBouncer's admin console) on a
+    free loopback port, and wait until ``/metrics`` answers.
 
     Raises :class:`DemoError` (the process stopped again) when it does not come up.
     """
     dsn_file = private_file(workdir, f"{name}-dsn", dsn)
     port = free_port()
-    argv = [sys.executable, "-m", "poolwatch.exporter", "--dsn-file", str(dsn_file)]
+    argv = [sys.executable, "-m", "poolwatch.exporter", dsn_flag, str(dsn_file)]
     argv += ["--web.listen-address", f"127.0.0.1:{port}", *flags]
     child = spawn(workdir, name, argv)
     url = f"http://127.0.0.1:{port}/metrics"
@@ -143,23 +175,12 @@ def start_exporter(
     return Exporter(child, url)
 
 
-def alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (owned by anyone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def wait_gone(pid: int, timeout: float) -> bool:
     """Poll until ``pid`` is gone or ``timeout`` passes; whether it is gone."""
     deadline = time.monotonic() + timeout
-    while alive(pid) and time.monotonic() < deadline:
+    while pid_exists(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    return not alive(pid)
+    return not pid_exists(pid)
 
 
 @dataclass

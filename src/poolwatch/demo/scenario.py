@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import signal
-import socket
-import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -26,7 +24,14 @@ from poolwatch.demo.display import Display
 from poolwatch.demo.metrics import load_rules
 from poolwatch.demo.pgbouncer_act import run_pgbouncer_act
 from poolwatch.demo.phases import LEAK_THRESHOLD, PHASES, Driver, Setup
-from poolwatch.demo.processes import DemoError, Resources, private_file, start_exporter, wait_http
+from poolwatch.demo.processes import (
+    DemoError,
+    Resources,
+    private_file,
+    start_app,
+    start_exporter,
+    wait_http,
+)
 
 
 def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
@@ -39,31 +44,8 @@ def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
 def _start(res: Resources, dsn: str | None, stale_threshold: int) -> Setup:
     db = prepare_database(res, dsn)
 
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(128)
-    port = listener.getsockname()[1]
     url_file = private_file(res.workdir, "app-url", db.app_url)
-    try:
-        app = res.spawn(
-            "app",
-            [
-                sys.executable,
-                "-c",
-                "import sys; from poolwatch.demo.app import main; sys.exit(main())",
-                "--url-file",
-                str(url_file),
-                "--fd",
-                str(listener.fileno()),
-                "--leak-threshold",
-                f"{LEAK_THRESHOLD:g}",
-            ],
-            pass_fds=(listener.fileno(),),
-        )
-    finally:
-        listener.close()
-    app_base = f"http://127.0.0.1:{port}"
+    app, app_base = start_app(res.spawn, "app", url_file, "--leak-threshold", f"{LEAK_THRESHOLD:g}")
     why = wait_http(app, app_base + "/healthz", 30.0)
     if why:
         raise DemoError(f"the demo app {why}")

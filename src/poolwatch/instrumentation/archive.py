@@ -51,6 +51,7 @@ from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from poolwatch.instrumentation import forking
+from poolwatch.pids import pid_exists as pid_exists  # also archive.pid_exists (multiprocess.py)
 
 logger = logging.getLogger("poolwatch")
 
@@ -134,19 +135,6 @@ def _has_header(filename: str) -> bool:
         return os.stat(filename).st_size >= 8
     except FileNotFoundError:  # a live-gauge file removed by mark_process_dead
         return False
-
-
-def pid_exists(pid: int) -> bool:
-    """True when a process with ``pid`` exists (zombies and other users' processes too)."""
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def fold_dead_processes(path: str) -> int:
