@@ -38,8 +38,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml  # type: ignore[import-untyped]  # (types-PyYAML not required)
-
+from .config_files import read_yaml_file
 from .probe_address import AddressPattern, TargetError, parse_pattern
 from .settings import ConfigError, parse_duration
 
@@ -228,21 +227,9 @@ def load_probe_config(path: str | None) -> ProbeConfig | None:
     """The config file at ``path`` (None when not given); one-line :class:`ConfigError`."""
     if not path:
         return None
-    file = Path(path)
+    data = read_yaml_file(path, "--config.file", ConfigError)
     try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read --config.file {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"--config.file {path} is not UTF-8 text") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"--config.file {path} is not valid YAML{at}") from None
-    try:
-        return parse_probe_config(data, file.resolve().parent)
+        return parse_probe_config(data, Path(path).resolve().parent)
     except ConfigError as exc:
         raise ConfigError(f"--config.file {path}: {exc}") from None
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..redaction import PASSWORD_ENCODING_HINT, dsn_secrets, redact_dsn, scrub, unencoded_password
+from .config_files import read_text_file
 
 SCHEMES = ("postgresql", "postgres")
 
@@ -66,13 +66,7 @@ def load_dsn(flag: str | None, file: str | None, option: str = "--dsn") -> Dsn:
     if flag and file:
         raise DsnError(f"give either {option} or {option}-file, not both")
     if file:
-        try:
-            text = Path(file).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise DsnError(f"cannot read {option}-file {file}: {exc.strerror or exc}") from None
-        except UnicodeDecodeError:
-            raise DsnError(f"{option}-file {file} is not UTF-8 text") from None
-        dsn = parse_dsn(text)
+        dsn = parse_dsn(read_text_file(file, f"{option}-file", DsnError))
     elif flag:
         dsn = parse_dsn(flag)
     else:

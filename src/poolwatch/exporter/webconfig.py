@@ -24,9 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml  # type: ignore[import-untyped]  # (types-PyYAML not required)
-
 from .basicauth import BasicAuth, Verdict, bcrypt_cost
+from .config_files import read_yaml_file
 from .settings import ConfigError
 
 _CLIENT_AUTH = {
@@ -157,26 +156,14 @@ def load_web_config(path: str | None) -> WebConfig:
     """Parse and validate ``path``; no path means plain HTTP without authentication."""
     if path is None:
         return WebConfig()
-    file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read --web.config.file {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"--web.config.file {path} is not UTF-8 text") from None
-    try:
-        raw = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f" at line {where.line + 1}" if where is not None else ""
-        raise ConfigError(f"--web.config.file {path} is not valid YAML{line}") from None
+    raw = read_yaml_file(path, "--web.config.file", ConfigError) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"--web.config.file {path} must be a YAML mapping")
     unknown = set(raw) - {"tls_server_config", "basic_auth_users"}
     if unknown:
         names = ", ".join(sorted(map(str, unknown)))
         raise ConfigError(f"web config: unsupported key(s): {names}")
-    base = file.resolve().parent
+    base = Path(path).resolve().parent
     return WebConfig(
         tls=_tls(base, raw.get("tls_server_config")), users=_users(raw.get("basic_auth_users"))
     )
