@@ -8,7 +8,7 @@ PgBouncer reports in microseconds are exported in seconds.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from ... import metric_names as m
 from ...metric_names import OTHER_LABEL_VALUE, MetricSpec
@@ -165,12 +165,7 @@ class ListsCollector:
 
     def collect(self, snapshot: PgBouncerSnapshot, fold: LabelFolder) -> Iterator[Family]:
         """One gauge per list item PgBouncer reports."""
-        items = {text(row.get("list")): row.get("items") for row in snapshot.rows("LISTS")}
-        for item, spec in LIST_ITEMS:
-            if item in items:
-                metric = gauge(spec)
-                metric.add_metric([], number(items[item]))
-                yield metric
+        yield from _one_gauge_per_key(snapshot.rows("LISTS"), "list", "items", LIST_ITEMS, number)
 
 
 class ConfigCollector:
@@ -180,13 +175,8 @@ class ConfigCollector:
 
     def collect(self, snapshot: PgBouncerSnapshot, fold: LabelFolder) -> Iterator[Family]:
         """One gauge per setting this PgBouncer shows (durations in seconds)."""
-        config = {text(row.get("key")): row.get("value") for row in snapshot.rows("CONFIG")}
-        for key, spec in CONFIG_KEYS:
-            value = config_seconds(config.get(key))
-            if value is not None:
-                metric = gauge(spec)
-                metric.add_metric([], value)
-                yield metric
+        rows = snapshot.rows("CONFIG")
+        yield from _one_gauge_per_key(rows, "key", "value", CONFIG_KEYS, config_seconds)
 
 
 class VersionCollector:
@@ -201,6 +191,26 @@ class VersionCollector:
             shown = text(rows[0][rows.columns[0]]).strip()
             metric = gauge(m.PGBOUNCER_VERSION_INFO)
             metric.add_metric([version_label(shown)], 1.0)
+            yield metric
+
+
+def _one_gauge_per_key(
+    rows: Iterable[Mapping[str, object]],
+    key_column: str,
+    value_column: str,
+    wanted: Iterable[tuple[str, MetricSpec]],
+    convert: Callable[[object], float | None],
+) -> Iterator[Family]:
+    """For a two-column SHOW (LISTS, CONFIG): an unlabelled gauge for each wanted key that
+    this PgBouncer shows and whose value ``convert`` reads (None: left out)."""
+    values = {text(row.get(key_column)): row.get(value_column) for row in rows}
+    for key, spec in wanted:
+        if key not in values:
+            continue
+        value = convert(values[key])
+        if value is not None:
+            metric = gauge(spec)
+            metric.add_metric([], value)
             yield metric
 
 
