@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from pgbouncer_support import PgBouncer, running_pgbouncer
 from poolwatch.embedded import EmbeddedPostgresUnavailable, start_local_postgres
@@ -34,6 +35,12 @@ def pg() -> Iterator[PgTarget]:
         yield PgTarget(dsn=local.dsn(), local=local)
     finally:
         local.stop()
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    """A fresh prometheus_client registry: each test sees only the pools it instrumented."""
+    return CollectorRegistry()
 
 
 @pytest.fixture

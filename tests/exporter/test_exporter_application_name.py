@@ -17,14 +17,14 @@ from support import PgTarget
 
 
 async def test_a_session_idle_in_transaction_is_named_after_its_pool(
-    exporter_factory, pg: PgTarget, database: str
+    exporter_factory, pg: PgTarget, database: str, registry: CollectorRegistry
 ) -> None:
     engine = create_async_engine(with_database(pg.url(), database), pool_size=2)
     poolwatch.instrument(
         engine,
         name="primary",
         application_name="checkout-api/primary",
-        registry=CollectorRegistry(),
+        registry=registry,
     )
     exp = exporter_factory()
     try:
@@ -50,17 +50,17 @@ async def test_a_session_idle_in_transaction_is_named_after_its_pool(
 
 
 async def test_a_name_the_user_set_wins_and_connect_args_stay_theirs(
-    pg: PgTarget, database: str
+    pg: PgTarget, database: str, registry: CollectorRegistry
 ) -> None:
     settings = {"application_name": "mine", "jit": "off"}
     engine = create_async_engine(
         with_database(pg.url(), database), connect_args={"server_settings": settings}
     )
-    poolwatch.instrument(engine, name="p", application_name=True, registry=CollectorRegistry())
+    poolwatch.instrument(engine, name="p", application_name=True, registry=registry)
     plain = create_async_engine(
         with_database(pg.url(), database), connect_args={"server_settings": {"jit": "off"}}
     )
-    poolwatch.instrument(plain, name="plain", application_name=True, registry=CollectorRegistry())
+    poolwatch.instrument(plain, name="plain", application_name=True, registry=registry)
     try:
         async with engine.connect() as conn:
             assert await conn.scalar(text("SELECT current_setting('application_name')")) == "mine"
@@ -74,20 +74,16 @@ async def test_a_name_the_user_set_wins_and_connect_args_stay_theirs(
 
 
 def test_psycopg_service_name_options_and_uninstrument(
-    pg: PgTarget, database: str, monkeypatch: pytest.MonkeyPatch
+    pg: PgTarget, database: str, monkeypatch: pytest.MonkeyPatch, registry: CollectorRegistry
 ) -> None:
     pytest.importorskip("psycopg")
     monkeypatch.setenv("OTEL_SERVICE_NAME", "billing")
     monkeypatch.delenv("PGAPPNAME", raising=False)
     url = with_database(pg.url("psycopg"), database)
     engine = create_engine(url, pool_size=1)
-    handle = poolwatch.instrument(
-        engine, name="worker", application_name=True, registry=CollectorRegistry()
-    )
+    handle = poolwatch.instrument(engine, name="worker", application_name=True, registry=registry)
     with_options = create_engine(url, connect_args={"options": "-c application_name=opt"})
-    poolwatch.instrument(
-        with_options, name="o", application_name="ignored", registry=CollectorRegistry()
-    )
+    poolwatch.instrument(with_options, name="o", application_name="ignored", registry=registry)
     try:
         with engine.connect() as conn:
             assert conn.scalar(text("SELECT current_setting('application_name')")) == (
@@ -113,7 +109,7 @@ def test_names_are_bounded_as_postgresql_stores_them() -> None:
 
 @pytest.mark.parametrize("pool_mode", ["session", "transaction"])
 async def test_behind_pgbouncer_the_server_session_carries_the_pools_name(
-    pgbouncer_factory, pg: PgTarget, pool_mode: str
+    pgbouncer_factory, pg: PgTarget, pool_mode: str, registry: CollectorRegistry
 ) -> None:
     """PgBouncer tracks application_name as a startup parameter: the server connection
     serving a client takes that client's name (in transaction mode when it is assigned to
@@ -124,7 +120,7 @@ async def test_behind_pgbouncer_the_server_session_carries_the_pools_name(
         for name in ("svc-a/primary", "svc-b/primary")
     }
     for name, engine in engines.items():
-        poolwatch.instrument(engine, name=name, application_name=name, registry=CollectorRegistry())
+        poolwatch.instrument(engine, name=name, application_name=name, registry=registry)
     admin = await asyncpg.connect(pg.dsn)
     try:
         conns = {name: await engine.connect() for name, engine in engines.items()}

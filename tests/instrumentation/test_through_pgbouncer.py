@@ -47,11 +47,6 @@ sys.stdin.readline()
 """
 
 
-@pytest.fixture
-def registry() -> CollectorRegistry:
-    return CollectorRegistry()
-
-
 def test_flag_is_zero_by_default_and_one_when_asked(
     pg: PgTarget, registry: CollectorRegistry
 ) -> None:
