@@ -18,17 +18,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from support import skip_or_fail
+from support import free_port, skip_or_fail
 
 SUPERUSER_PASSWORD = "pw-fleet-s3cret"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -21,7 +21,6 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Coroutine, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -31,7 +30,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from poolwatch.urls import sqlalchemy_url
-from support import skip_or_fail
+from support import free_port, skip_or_fail, until
 
 PGBOUNCER_BIN = "/usr/sbin/pgbouncer"
 _T = TypeVar("_T")
@@ -51,14 +50,6 @@ DEFAULT_SETTINGS: dict[str, str | int] = {
     "server_idle_timeout": 600,
     "query_wait_timeout": 120,
 }
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def server_address(dsn: str) -> tuple[str, int, str]:
@@ -155,24 +146,31 @@ class PgBouncer:
             stderr=subprocess.PIPE,
             **kwargs,
         )
-        deadline = time.monotonic() + timeout
         unix_socket = self.directory / f".s.PGSQL.{self.port}"
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+        process = self.process
+
+        def listening() -> bool:
+            if process.poll() is not None:
                 raise RuntimeError(f"pgbouncer exited at start: {self.log_tail()}")
-            try:
-                # the Unix socket may listen after the TCP one: wait for both
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    pass
-                with socket.socket(socket.AF_UNIX) as unix:
-                    unix.settimeout(0.5)
-                    unix.connect(str(unix_socket))
-                return
-            except OSError:
+            # the Unix socket may listen after the TCP one: wait for both
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                 pass
-            time.sleep(0.02)
-        self.stop()
-        raise RuntimeError(f"pgbouncer did not listen on {self.port} in {timeout:g} s")
+            with socket.socket(socket.AF_UNIX) as unix:
+                unix.settimeout(0.5)
+                unix.connect(str(unix_socket))
+            return True
+
+        try:
+            until(
+                listening,
+                timeout=timeout,
+                interval=0.02,
+                catch=(OSError,),
+                what=f"pgbouncer to listen on {self.port}",
+            )
+        except AssertionError as exc:
+            self.stop()
+            raise RuntimeError(str(exc)) from None
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop PgBouncer at once (SIGTERM: immediate shutdown) and wait for it to exit."""

@@ -7,13 +7,10 @@ handle with the base URL; ``stop()`` ends the process (and only that process).
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import re
-import socket
 import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -23,16 +20,9 @@ from typing import Any
 
 import yaml
 
-from support import require_tool
+from support import free_port, require_tool, until
 
 READY_TIMEOUT_S = 60.0
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def http_get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
@@ -64,18 +54,25 @@ class Process:
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
         """Block until ``/-/ready`` answers 200, or fail with the log."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def ready_status() -> int:
             if self.proc.poll() is not None:
                 raise RuntimeError(
                     f"{self.name} exited ({self.proc.returncode}):\n{self.log_tail()}"
                 )
-            with contextlib.suppress(OSError):
-                status, _ = http_get(self.url + "/-/ready", timeout=2)
-                if status == 200:
-                    return
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} not ready after {timeout:.0f} s:\n{self.log_tail()}")
+            return http_get(self.url + "/-/ready", timeout=2)[0]
+
+        try:
+            until(
+                ready_status,
+                equals=200,
+                timeout=timeout,
+                interval=0.1,
+                catch=(OSError,),
+                what=f"{self.name} /-/ready",
+            )
+        except AssertionError as exc:
+            raise RuntimeError(f"{exc}\n{self.log_tail()}") from None
 
     def stop(self) -> None:
         """Terminate this process (SIGTERM, then SIGKILL) and wait for it."""
@@ -147,18 +144,6 @@ def prom_api(base_url: str, path: str, **params: str) -> dict[str, Any]:
         data = {"status": "error", "error": f"HTTP {status}: {body[:200]!r}"}
     data.setdefault("httpStatus", status)
     return data
-
-
-def wait_until(predicate: Any, timeout: float, interval: float = 0.5, what: str = "") -> Any:
-    """Poll ``predicate()`` until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
 
 
 # --- PromQL and rule-file helpers (no parser in the Debian packages: a careful tokenizer) -----

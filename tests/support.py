@@ -1,14 +1,18 @@
-"""Shared test helpers: the real PostgreSQL under test and required-tool checks."""
+"""Shared test helpers: the real PostgreSQL under test, required-tool checks and polling."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import shutil
-from collections.abc import Iterator
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -16,6 +20,16 @@ from poolwatch.embedded import LocalPostgres
 from poolwatch.urls import sqlalchemy_url
 
 REQUIRE_ALL = os.environ.get("POOLWATCH_REQUIRE_ALL") == "1"
+UNTIL_TIMEOUT = 30.0  # a bound for waiting, not a measure: a healthy run converges far sooner
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def skip_or_fail(reason: str) -> None:
@@ -36,6 +50,104 @@ def require_tool(name: str, *extra_dirs: str) -> str:
             return str(candidate)
     skip_or_fail(f"`{name}` is not installed (apt-get install the package that ships it)")
     raise AssertionError("unreachable")
+
+
+_TRUTHY: Any = object()  # until()'s default condition: the value is truthy
+
+
+def _wanted(equals: Any, holds: Callable[[Any], bool] | None) -> Callable[[Any], bool]:
+    if holds is not None:
+        return holds
+    if equals is _TRUTHY:
+        return bool
+    return lambda value: bool(value == equals)
+
+
+class _Poll:
+    """What one ``until()`` has seen so far, and the failure message when time runs out."""
+
+    def __init__(
+        self, what: str, timeout: float, equals: Any, holds: Callable[[Any], bool] | None
+    ) -> None:
+        self.what, self.timeout, self.equals = what, timeout, equals
+        self.holds = _wanted(equals, holds)
+        self.end = time.monotonic() + timeout
+        self.last: str = "nothing (the first check had not returned)"
+
+    def saw(self, value: Any) -> bool:
+        self.last = f"last value: {value!r}"
+        return self.holds(value)
+
+    def raised(self, exc: BaseException) -> None:
+        self.last = f"last exception: {type(exc).__name__}: {exc}"
+
+    def expired(self) -> bool:
+        return time.monotonic() >= self.end
+
+    def fail(self) -> AssertionError:
+        wanted = "" if self.equals is _TRUTHY else f" (want {self.equals!r})"
+        return AssertionError(
+            f"timed out after {self.timeout:g} s waiting for {self.what}{wanted}; {self.last}"
+        )
+
+
+def until(
+    check: Callable[[], T],
+    *,
+    what: str,
+    timeout: float = UNTIL_TIMEOUT,
+    interval: float = 0.05,
+    equals: Any = _TRUTHY,
+    holds: Callable[[T], bool] | None = None,
+    catch: tuple[type[BaseException], ...] = (),
+) -> T:
+    """Call ``check()`` until its value is truthy (or ``== equals``, or ``holds(value)``) and
+    return that value.
+
+    On timeout the test fails with ``what`` and the last value ``check`` returned, or the last
+    exception among ``catch`` it raised (other exceptions propagate at once). The sleep between
+    calls is the poll interval only: nothing relies on it to let anything happen.
+    """
+    poll = _Poll(what, timeout, equals, holds)
+    while True:
+        try:
+            value = check()
+        except catch as exc:
+            poll.raised(exc)
+        else:
+            if poll.saw(value):
+                return value
+        if poll.expired():
+            raise poll.fail()
+        time.sleep(interval)
+
+
+async def until_async(
+    check: Callable[[], T | Awaitable[T]],
+    *,
+    what: str,
+    timeout: float = UNTIL_TIMEOUT,
+    interval: float = 0.02,
+    equals: Any = _TRUTHY,
+    holds: Callable[[T], bool] | None = None,
+    catch: tuple[type[BaseException], ...] = (),
+) -> T:
+    """:func:`until` for the event loop: ``check`` may be a plain or an async callable, and
+    the loop keeps running (``asyncio.sleep``) between calls."""
+    poll = _Poll(what, timeout, equals, holds)
+    while True:
+        try:
+            value = check()
+            if inspect.isawaitable(value):
+                value = await value
+        except catch as exc:
+            poll.raised(exc)
+        else:
+            if poll.saw(value):
+                return value  # type: ignore[return-value]
+        if poll.expired():
+            raise poll.fail()
+        await asyncio.sleep(interval)
 
 
 @dataclass
@@ -93,33 +205,16 @@ async def hold_connections(engine: Any, n: int) -> list[Any]:
     return conns
 
 
-async def wait_for_sample(
-    registry: Any, name: str, pool: str, expected: float, *, tries: int = 200, **labels: str
-) -> None:
-    """Poll a pool metric every 20 ms until it equals ``expected`` (callers assert after)."""
-    import asyncio
-
-    for _ in range(tries):
-        if pool_sample(registry, name, pool, **labels) == expected:
-            return
-        await asyncio.sleep(0.02)
-
-
 async def terminate_backend(dsn: str, pid: int) -> None:
     """Kill one server backend from a separate admin connection, and wait until it is gone."""
-    import asyncio
-
     import asyncpg
 
     admin = await asyncpg.connect(dsn)
     try:
         await admin.execute("select pg_terminate_backend($1)", pid)
-        for _ in range(200):
-            gone = await admin.fetchval(
-                "select count(*) = 0 from pg_stat_activity where pid = $1", pid
-            )
-            if gone:
-                return
-            await asyncio.sleep(0.01)
+        await until_async(
+            lambda: admin.fetchval("select count(*) = 0 from pg_stat_activity where pid = $1", pid),
+            what=f"backend {pid} to leave pg_stat_activity",
+        )
     finally:
         await admin.close()

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-import time
 
 from poolwatch.embedded import EmbeddedPostgresUnavailable, start_local_postgres
-from support import skip_or_fail
+from support import skip_or_fail, until
 
 
 def _alive(pid: int) -> bool:
@@ -28,8 +27,6 @@ def test_stop_stops_a_server_restarted_by_start_server() -> None:
     pid = int((local.pgdata / "postmaster.pid").read_text().split()[0])
     assert _alive(pid)
     local.stop()
-    deadline = time.monotonic() + 30  # pg_ctl -w has returned; the postmaster may still exit
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _alive(pid), "the restarted server is still running"
+    # pg_ctl -w has returned; the postmaster may still be exiting
+    until(lambda: _alive(pid), equals=False, what="the restarted server to exit")
     assert not local.pgdata.exists()

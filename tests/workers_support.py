@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,33 +15,23 @@ import httpx
 import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
-from support import PgTarget
+from support import PgTarget, free_port, until
 
 APPS = Path(__file__).parent / "apps"
 WORKERS = 4
 POOL_SIZE, MAX_OVERFLOW = 5, 10  # as in tests/apps/pw_workers_app.py
 DEADLINE = 20.0  # seconds to converge (the flush interval is 0.2 s): a bound, not a measure
+SERVER_ERRORS = (httpx.HTTPError, OSError)  # a worker not listening yet, or restarting
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(what: str, check: Callable[[], Any], deadline: float = DEADLINE) -> Any:
-    end = time.monotonic() + deadline
-    last: Any = None
-    while time.monotonic() < end:
-        try:
-            last = check()
-        except (httpx.HTTPError, OSError) as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+def serving(server: Server, timeout: float = 30.0) -> None:
+    """Wait until ``server`` answers (its workers may still be starting)."""
+    until(
+        lambda: server.get("/pool"),
+        timeout=timeout,
+        catch=SERVER_ERRORS,
+        what=f"{server.kind} to serve",
+    )
 
 
 class Server:

@@ -11,13 +11,12 @@ import os
 import re
 import shlex
 import subprocess
-import time
 from collections.abc import Iterator
 
 import pytest
 from test_cli_demo import demo_argv, require_embedded
 
-from support import require_tool
+from support import require_tool, until
 
 PANEL_ROW = re.compile(r"app pool +checked out ")  # the second row of the panel: one per copy
 
@@ -51,18 +50,22 @@ def test_live_panel_in_80x24_leaves_no_stale_copies(tmux: list[str]) -> None:
 
     copies_seen: list[int] = []
     phases_with_panel: set[str] = set()
-    deadline = time.monotonic() + 120
-    text = pane()
-    while "DEMO-EXIT=" not in text:
-        assert time.monotonic() < deadline, f"the demo did not end; last screen:\n{text}"
-        copies = len(PANEL_ROW.findall(text))
-        assert copies <= 1, f"{copies} copies of the panel:\n{text}"
-        copies_seen.append(copies)
-        for line in text.splitlines():
-            if line.startswith("phase ") and copies:
-                phases_with_panel.add(line.split()[1])
-        time.sleep(0.2)  # poll interval, not synchronisation: the loop waits for DEMO-EXIT
+
+    def screen() -> str:
+        """The pane now; every screen before the end shows the panel at most once."""
         text = pane()
+        if "DEMO-EXIT=" not in text:
+            copies = len(PANEL_ROW.findall(text))
+            assert copies <= 1, f"{copies} copies of the panel:\n{text}"
+            copies_seen.append(copies)
+            for line in text.splitlines():
+                if line.startswith("phase ") and copies:
+                    phases_with_panel.add(line.split()[1])
+        return text
+
+    text = until(
+        screen, holds=lambda t: "DEMO-EXIT=" in t, timeout=120, interval=0.2, what="the demo to end"
+    )
     assert "DEMO-EXIT=0" in text, text
     assert 1 in copies_seen, "the panel was never on screen"
     assert len(phases_with_panel) >= 2, phases_with_panel  # redrawn across phases

@@ -42,9 +42,8 @@ from prom_support import (
     prom_api,
     start_prometheus,
     substitute_variables,
-    wait_until,
 )
-from support import PgTarget, require_tool
+from support import PgTarget, require_tool, until
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -245,7 +244,12 @@ def chain(pg: PgTarget, tmp_path: Path) -> Iterator[dict[str, Any]]:
                 )
             return False
 
-        wait_until(exporter_up, 60, what="poolwatch-exporter to report pg_up 1, pgbouncer_up 1")
+        until(
+            exporter_up,
+            timeout=60,
+            interval=0.5,
+            what="poolwatch-exporter to report pg_up 1, pgbouncer_up 1",
+        )
 
         rules_dir = tmp_path / "rules"
         rules_dir.mkdir()
@@ -301,18 +305,18 @@ def test_chain_alerts_fire_and_the_direct_budget_does_not(chain: dict[str, Any])
     for i in range(QUEUED):
         workers.spawn(workers.query(1 + i % (WORKERS - 1)))
 
-    def queued() -> bool:
+    def queued() -> int:
         pools = [p for p in bouncer.admin("SHOW POOLS") if p["database"] != "pgbouncer"]
-        return sum(int(p["cl_waiting"]) for p in pools) == QUEUED
+        return sum(int(p["cl_waiting"]) for p in pools)
 
-    wait_until(queued, 30, interval=0.1, what="clients queued in PgBouncer")
+    until(queued, equals=QUEUED, timeout=30, interval=0.1, what="clients queued in PgBouncer")
 
     def firing() -> dict[str, list[dict[str, Any]]] | None:
         alerts = active_alerts(prometheus)
         states = {n: {a["state"] for a in alerts.get(n, [])} for n in ALERTS_FIRING}
         return alerts if all("firing" in s for s in states.values()) else None
 
-    alerts = wait_until(firing, 90, interval=0.5, what=f"{ALERTS_FIRING} to fire")
+    alerts = until(firing, timeout=90, interval=0.5, what=f"{ALERTS_FIRING} to fire")
     budget = alerts["PoolwatchPgBouncerClientBudgetExceeded"][0]
     assert budget["labels"]["pg_server"] == PG_SERVER
     assert float(budget["value"]) == WORKERS * (POOL_SIZE + MAX_OVERFLOW)

@@ -52,9 +52,8 @@ from prom_support import (
     start_alertmanager,
     start_prometheus,
     substitute_variables,
-    wait_until,
 )
-from support import PgTarget, require_tool
+from support import PgTarget, require_tool, until
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -386,7 +385,7 @@ def stack(pg: PgTarget, tmp_path: Path) -> Iterator[dict[str, Any]]:
                 return status == 200 and re.search(rb"^pg_up 1(\.0)?$", body, re.M) is not None
             return False
 
-        wait_until(exporter_up, 60, what="poolwatch-exporter to report pg_up 1")
+        until(exporter_up, timeout=60, interval=0.5, what="poolwatch-exporter to report pg_up 1")
 
         rules_dir = tmp_path / "rules"
         rules_dir.mkdir()
@@ -447,12 +446,17 @@ def test_scenario_end_to_end(stack: dict[str, Any]) -> None:
     webhook: Webhook = stack["webhook"]
 
     # Both targets are scraped.
-    def targets_up() -> bool:
+    def targets_up() -> dict[str, str]:
         result = prom_api(prometheus.url, "query", query="up")
-        values = {r["metric"]["job"]: r["value"][1] for r in result["data"]["result"]}
-        return values == {"e2e-app": "1", "poolwatch-exporter": "1"}
+        return {r["metric"]["job"]: r["value"][1] for r in result["data"]["result"]}
 
-    wait_until(targets_up, 30, what="Prometheus to scrape the app and the exporter")
+    until(
+        targets_up,
+        equals={"e2e-app": "1", "poolwatch-exporter": "1"},
+        timeout=30,
+        interval=0.5,
+        what="Prometheus to scrape the app and the exporter",
+    )
 
     # Normal traffic first, scraped a few times: checkouts, checkins and hold times.
     app.run(app.normal_traffic(40))
@@ -483,7 +487,7 @@ def test_scenario_end_to_end(stack: dict[str, Any]) -> None:
         return alerts if set(EXPECTED_ALERTS) <= firing else None
 
     try:
-        alerts = wait_until(all_firing, 90, interval=1, what="the scenario's alerts")
+        alerts = until(all_firing, timeout=90, interval=1, what="the scenario's alerts")
     except AssertionError:
         alerts = active_alerts(prometheus)
         missing = set(EXPECTED_ALERTS) - set(alerts)
@@ -578,7 +582,7 @@ def test_scenario_end_to_end(stack: dict[str, Any]) -> None:
         return all(got.get(n, set()) >= r for n, r in delivered_expected.items())
 
     try:
-        wait_until(delivered, 60, interval=0.5, what="Alertmanager's notifications")
+        until(delivered, timeout=60, interval=0.5, what="Alertmanager's notifications")
     except AssertionError:
         pytest.fail(f"delivered: {webhook.firing()}; expected: {delivered_expected}")
     got = webhook.firing()

@@ -29,10 +29,9 @@ from prom_support import (
     prom_api,
     start_prometheus,
     substitute_variables,
-    wait_until,
 )
-from support import PgTarget, skip_or_fail
-from workers_support import MAX_OVERFLOW, POOL_SIZE, WORKERS, Server, wait_for
+from support import PgTarget, skip_or_fail, until
+from workers_support import MAX_OVERFLOW, POOL_SIZE, WORKERS, Server, serving
 
 pytestmark = pytest.mark.timeout(300)
 DEADLINE = 60.0  # seconds for Prometheus to see a state: a bound, not a measure
@@ -47,7 +46,7 @@ def _start(pg: PgTarget, tmp_path: Path, extra_env: dict[str, str]) -> tuple[Ser
         skip_or_fail("uvicorn is not installed")
     server = Server("uvicorn", pg, tmp_path, extra_env=extra_env)
     try:
-        wait_for("uvicorn to serve", lambda: server.get("/pool"), deadline=30)
+        serving(server)
         config = {
             "global": {"scrape_interval": "500ms", "evaluation_interval": "500ms"},
             "rule_files": [str(p) for p in RULE_FILES],
@@ -108,22 +107,19 @@ def test_first_leak_and_first_timeout_are_counted_and_alerted(stack: Any) -> Non
     server, prometheus = stack
     # Before anything happens Prometheus has the counters at 0 (and the histograms).
     for name in ("sqlalchemy_pool_leaks_total", "sqlalchemy_pool_timeouts_total"):
-        wait_until(
-            lambda n=name: value(prometheus, f'{n}{{pool="app"}}') == 0,
-            DEADLINE, 0.2, f"{name} scraped at 0",
+        until(
+            lambda n=name: value(prometheus, f'{n}{{pool="app"}}'),
+            equals=0, timeout=DEADLINE, interval=0.2, what=f"{name} scraped at 0",
         )  # fmt: skip
-    wait_until(
-        lambda: len(query(prometheus, 'sqlalchemy_pool_invalidations_total{pool="app"}'))
-        == len(INVALIDATION_REASONS),
-        DEADLINE, 0.2, "every invalidation reason at 0",
+    until(
+        lambda: len(query(prometheus, 'sqlalchemy_pool_invalidations_total{pool="app"}')),
+        equals=len(INVALIDATION_REASONS),
+        timeout=DEADLINE, interval=0.2, what="every invalidation reason at 0",
     )  # fmt: skip
-    wait_until(
-        lambda: (
-            len(query(prometheus, 'sqlalchemy_pool_leaks_total{pool="app"}[5s]')) == 1
-            and len(query(prometheus, 'sqlalchemy_pool_leaks_total{pool="app"}[5s]')[0]["values"])
-            >= 3
-        ),
-        DEADLINE, 0.2, "a few samples at 0",
+    until(
+        lambda: query(prometheus, 'sqlalchemy_pool_leaks_total{pool="app"}[5s]'),
+        holds=lambda series: len(series) == 1 and len(series[0]["values"]) >= 3,
+        timeout=DEADLINE, interval=0.2, what="a few samples at 0",
     )  # fmt: skip
 
     # One session leaked (held past the threshold, never returned) and one checkout timed out.
@@ -133,13 +129,17 @@ def test_first_leak_and_first_timeout_are_counted_and_alerted(stack: Any) -> Non
     assert timed["timeouts"] == 1
 
     for alertname in ("PoolwatchPoolConnectionLeak", "PoolwatchPoolTimeouts"):
-        alerts = wait_until(
-            lambda a=alertname: alert_state(prometheus, a), DEADLINE, 0.2, f"{alertname} pending"
-        )
+        alerts = until(
+            lambda a=alertname: alert_state(prometheus, a),
+            timeout=DEADLINE, interval=0.2, what=f"{alertname} pending",
+        )  # fmt: skip
         assert alerts[0]["metric"]["alertstate"] in ("pending", "firing"), alerts
     for title in ("Leaks (1h)", "Pool timeouts (1h)"):
         expr = panel_expr(title)
-        wait_until(lambda e=expr: value(prometheus, e) == 1, DEADLINE, 0.2, f"{title} = 1")
+        until(
+            lambda e=expr: value(prometheus, e),
+            equals=1, timeout=DEADLINE, interval=0.2, what=f"{title} = 1",
+        )  # fmt: skip
     # Stays exactly 1 while Prometheus keeps scraping (no late, larger jump).
     for _ in range(5):
         assert value(prometheus, panel_expr("Leaks (1h)")) == 1
@@ -149,21 +149,21 @@ def test_first_leak_and_first_timeout_are_counted_and_alerted(stack: Any) -> Non
 def test_one_full_worker_is_seen_and_alerted(stack: Any) -> None:
     server, prometheus = stack
     capacity = POOL_SIZE + MAX_OVERFLOW
-    wait_until(
-        lambda: value(prometheus, 'sum(pool:sqlalchemy_pool_capacity{pool="app"})')
-        == WORKERS * capacity,
-        DEADLINE, 0.2, "every worker's capacity",
+    until(
+        lambda: value(prometheus, 'sum(pool:sqlalchemy_pool_capacity{pool="app"})'),
+        equals=WORKERS * capacity,
+        timeout=DEADLINE, interval=0.2, what="every worker's capacity",
     )  # fmt: skip
     # One worker's pool filled, three idle: the sums read a quarter.
     state = server.get(f"/hold?n={capacity}")
     assert state["checked_out"] == capacity
-    wait_until(
-        lambda: value(prometheus, 'pool:sqlalchemy_pool_utilization:ratio{pool="app"}') == 0.25,
-        DEADLINE, 0.2, "the summed utilization",
+    until(
+        lambda: value(prometheus, 'pool:sqlalchemy_pool_utilization:ratio{pool="app"}'),
+        equals=0.25, timeout=DEADLINE, interval=0.2, what="the summed utilization",
     )  # fmt: skip
-    alerts = wait_until(
+    alerts = until(
         lambda: alert_state(prometheus, "PoolwatchPoolNearCapacity"),
-        DEADLINE, 0.2, "PoolwatchPoolNearCapacity pending",
+        timeout=DEADLINE, interval=0.2, what="PoolwatchPoolNearCapacity pending",
     )  # fmt: skip
     assert alerts[0]["metric"]["alertstate"] in ("pending", "firing"), alerts
     assert alerts[0]["metric"]["severity"] == "warning"

@@ -9,7 +9,6 @@ import re
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from poolwatch.exporter.dsn import parse_dsn
 from poolwatch.exporter.settings import parse_settings
 from poolwatch.exporter.web import ExporterApp
 from poolwatch.exporter.webconfig import WebConfig
-from support import PgTarget
+from support import PgTarget, free_port, until, until_async
 
 EXPORTER_BIN = str(Path(sys.executable).with_name("poolwatch-exporter"))
 
@@ -46,13 +45,7 @@ def socket_dir(dsn: str) -> str | None:
     return dict(parse_qsl(urlsplit(dsn).query)).get("host")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
+@dataclass(repr=False)
 class Scrape:
     """One parsed /metrics body: samples keyed by name and label set."""
 
@@ -80,6 +73,9 @@ class Scrape:
         want = set(labels.items())
         return {ls: v for (n, ls), v in self.samples.items() if n == name and want <= ls}
 
+    def __repr__(self) -> str:  # what until() shows of the last scrape when it times out
+        return f"scrape:\n{self.text}"
+
 
 @dataclass
 class InProcess:
@@ -92,17 +88,16 @@ class InProcess:
         return Scrape.parse(body.decode())
 
     async def until(
-        self, check: Callable[[Scrape], bool], timeout: float = 30.0, pause: float = 0.1
+        self,
+        check: Callable[[Scrape], bool],
+        timeout: float = 30.0,
+        pause: float = 0.1,
+        what: str = "the scrape to satisfy the test's condition",
     ) -> Scrape:
         """Scrape until ``check`` holds (a deadline for waiting, not a timing assertion)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            scrape = await self.scrape()
-            if check(scrape):
-                return scrape
-            if time.monotonic() > deadline:
-                raise AssertionError(f"condition not reached; last scrape:\n{scrape.text}")
-            await asyncio.sleep(pause)
+        return await until_async(
+            self.scrape, holds=check, what=what, timeout=timeout, interval=pause
+        )
 
 
 @pytest.fixture
@@ -139,12 +134,12 @@ async def database(pg: PgTarget, request: pytest.FixtureRequest) -> AsyncIterato
         await admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
         )
-        for _ in range(50):
-            try:
-                await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-                break
-            except asyncpg.ObjectInUseError:
-                await asyncio.sleep(0.1)
+        await until_async(
+            lambda: admin.execute(f'DROP DATABASE IF EXISTS "{name}"'),
+            what=f"database {name} to be dropped once its sessions are gone",
+            catch=(asyncpg.ObjectInUseError,),
+            interval=0.1,
+        )
     finally:
         await admin.close()
 
@@ -236,16 +231,15 @@ def spawn() -> Iterator[Callable[..., Subprocess]]:
         )
         sub = Subprocess(proc, f"{scheme}://127.0.0.1:{port}")
         started.append(sub)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+
+        def listening() -> bool:
             if proc.poll() is not None:
                 raise AssertionError(f"exporter exited {proc.returncode}: {sub.stop()}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    return sub
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError(f"exporter did not listen: {sub.stop()}")
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+
+        until(listening, what="the exporter to listen", catch=(OSError,))
+        return sub
 
     yield start
     for sub in started:

@@ -6,13 +6,12 @@ import asyncio
 import os
 import socket
 import subprocess
-import time
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
-from conftest import Scrape, Sessions, free_port
-from support import PgTarget, require_tool
+from conftest import Scrape, Sessions
+from support import PgTarget, free_port, require_tool, until_async
 
 STATES = ("active", "idle", "idle in transaction", "idle in transaction (aborted)")
 
@@ -50,15 +49,15 @@ async def test_session_counts_agree_with_postgres_exporter(
         text=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                assert proc.poll() is None, proc.communicate()[1]
-                assert time.monotonic() < deadline, "postgres_exporter did not start"
-                await asyncio.sleep(0.1)
+
+        def listening() -> bool:
+            assert proc.poll() is None, proc.communicate()[1]
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return True
+
+        await until_async(
+            listening, interval=0.1, catch=(OSError,), what="postgres_exporter to listen"
+        )
         async with httpx.AsyncClient() as client:
             theirs_text, our_scrape = await asyncio.gather(
                 client.get(f"http://127.0.0.1:{port}/metrics"), ours.scrape()

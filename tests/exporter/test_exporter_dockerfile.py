@@ -9,15 +9,14 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import Scrape, free_port
+from conftest import Scrape
 from poolwatch.exporter import DEFAULT_PORT
-from support import PgTarget, skip_or_fail
+from support import PgTarget, free_port, skip_or_fail, until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -119,16 +118,19 @@ def test_dockerfile_install_and_entrypoint_steps_in_a_fresh_venv(
     }
     proc = subprocess.Popen(["poolwatch-exporter"], env=run_env, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            health = subprocess.run(
+
+        def healthcheck() -> subprocess.CompletedProcess[str]:
+            assert proc.poll() is None, proc.communicate()[1]
+            return subprocess.run(
                 ["poolwatch-exporter", "--healthcheck"], env=run_env, capture_output=True, text=True
             )
-            if health.returncode == 0:
-                break
-            assert proc.poll() is None, proc.communicate()[1]
-            assert time.monotonic() < deadline, health.stdout
-            time.sleep(0.2)
+
+        until(
+            healthcheck,
+            holds=lambda health: health.returncode == 0,
+            interval=0.2,
+            what="poolwatch-exporter --healthcheck to pass",
+        )
         body = httpx.get(f"http://127.0.0.1:{port}/metrics").text
         assert Scrape.parse(body).get("pg_up") == 1
     finally:

@@ -18,8 +18,8 @@ import bcrypt
 import httpx
 import pytest
 
-from conftest import EXPORTER_BIN, Scrape, Subprocess, free_port
-from support import PgTarget, skip_or_fail
+from conftest import EXPORTER_BIN, Scrape, Subprocess
+from support import PgTarget, free_port, skip_or_fail, until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -171,15 +171,13 @@ def low_fd_exporter(pg: PgTarget, tmp_path: Path) -> Iterator[tuple[Subprocess, 
     )
     sub = Subprocess(proc, f"http://127.0.0.1:{port}")
     try:
-        deadline = time.monotonic() + 30
-        while True:
+
+        def listening() -> bool:
             assert proc.poll() is None, sub.stop()
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, sub.stop()
-                time.sleep(0.05)
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+
+        until(listening, catch=(OSError,), what="the exporter to listen")
         yield sub, str(web)
     finally:
         sub.stop()

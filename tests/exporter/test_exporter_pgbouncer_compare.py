@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,9 +20,9 @@ import asyncpg
 import httpx
 import pytest
 
-from conftest import Scrape, free_port
+from conftest import Scrape
 from pgbouncer_support import APP_USER, STATS_PASSWORD, STATS_USER, PgBouncer
-from support import require_tool, skip_or_fail
+from support import free_port, require_tool, skip_or_fail, until
 
 REPO = Path(__file__).resolve().parents[2]
 PYPI_PEER = REPO / ".venv-peers" / "pgbouncer-exporter" / "bin" / "pgbouncer-exporter"
@@ -74,16 +73,14 @@ def start(argv: list[str], port: int) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         argv, env=PEER_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
-            return proc
-        except httpx.TransportError:
-            if proc.poll() is not None:
-                raise AssertionError(f"the peer exited: {proc.communicate()[1][-500:]}") from None
-            assert time.monotonic() < deadline, "the peer did not start"
-            time.sleep(0.1)
+
+    def answering() -> httpx.Response:
+        if proc.poll() is not None:
+            raise AssertionError(f"the peer exited: {proc.communicate()[1][-500:]}")
+        return httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+
+    until(answering, interval=0.1, catch=(httpx.TransportError,), what="the peer to start")
+    return proc
 
 
 def stop(proc: subprocess.Popen[str]) -> None:

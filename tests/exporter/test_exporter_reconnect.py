@@ -16,7 +16,7 @@ import pytest
 
 from conftest import Scrape, with_database
 from poolwatch.embedded import EmbeddedPostgresUnavailable, start_local_postgres
-from support import PgTarget, skip_or_fail
+from support import PgTarget, skip_or_fail, until_async
 
 pytestmark = pytest.mark.timeout(120)
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "exporter.md"
@@ -106,13 +106,12 @@ async def test_one_exporter_backend_at_most_while_pg_authid_is_locked(
 
 
 async def _until_up(client: httpx.AsyncClient) -> Scrape:
-    deadline = time.monotonic() + 20
-    while True:
-        scrape = Scrape.parse((await client.get("/metrics")).text)
-        if scrape.get("pg_up") == 1:
-            return scrape
-        assert time.monotonic() < deadline, scrape.text
-        await asyncio.sleep(0.1)
+    async def scrape() -> Scrape:
+        return Scrape.parse((await client.get("/metrics")).text)
+
+    return await until_async(
+        scrape, holds=lambda s: s.get("pg_up") == 1, timeout=20, interval=0.1, what="pg_up 1"
+    )
 
 
 def _reserved_sql_from_docs() -> str:

@@ -13,7 +13,7 @@ import asyncpg
 import httpx
 import pytest
 
-from support import PgTarget
+from support import PgTarget, until_async
 
 
 async def test_server_restart_mid_run_without_restarting_the_exporter(
@@ -49,13 +49,11 @@ async def test_backend_terminated_under_the_exporter(exporter_factory, pg: PgTar
     admin = await asyncpg.connect(pg.dsn)
     try:
         assert await admin.fetchval("SELECT pg_terminate_backend($1)", old_pid)
-        # Wait until the server has really removed the backend.
-        for _ in range(100):
-            if not await admin.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", old_pid
-            ):
-                break
-            await asyncio.sleep(0.05)
+        await until_async(
+            lambda: admin.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", old_pid),
+            equals=0,
+            what="the server to remove the terminated backend",
+        )
     finally:
         await admin.close()
     scrape = await exp.scrape()

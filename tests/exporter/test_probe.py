@@ -19,7 +19,7 @@ from fleet_support import SUPERUSER_PASSWORD, ConnectRecorder, DebianPostgres, d
 from poolwatch.exporter.auth_modules import ProbeConfig, parse_probe_config
 from poolwatch.exporter.probe import Prober
 from poolwatch.exporter.settings import parse_settings
-from support import PgTarget
+from support import PgTarget, until_async
 
 EXPORTER_APP = "poolwatch-exporter"
 WRONG_PASSWORD = "definitely-not-it-7f3a"
@@ -243,8 +243,11 @@ async def test_a_hanging_target_answers_pg_up_0_while_the_others_keep_answering(
             return result
 
         dead_task = asyncio.ensure_future(dead())
-        while hang.accepts == 0:  # the hanging server has the exporter's connect attempt
-            await asyncio.sleep(0.01)
+        await until_async(  # the hanging server has the exporter's connect attempt
+            lambda: hang.accepts,
+            interval=0.01,
+            what="the exporter to connect to the hanging server",
+        )
         for _ in range(3):
             status, live = await probe(p, target=f"127.0.0.1:{pg15.port}/postgres", module="pg15")
             assert status == 200 and isinstance(live, Scrape) and live.get("pg_up") == 1.0
@@ -323,17 +326,13 @@ async def test_idle_targets_are_closed_and_targets_are_bounded(
     assert p.refused["too_many_targets"] == 1
     assert db3 not in await exporter_sessions(pg15.socket_dsn)
     # nobody probes: both close (connections too), then a new target fits
-    for _ in range(500):
-        if not p.entries:
-            break
-        await asyncio.sleep(0.02)
-    assert p.entries == {} and p.idle_closed == 2
-    for _ in range(250):
-        on15 = await exporter_sessions(pg15.socket_dsn)
-        if db1 not in on15 and db2 not in on15:
-            break
-        await asyncio.sleep(0.02)
-    assert db1 not in on15 and db2 not in on15
+    await until_async(lambda: dict(p.entries), equals={}, what="both idle targets to close")
+    assert p.idle_closed == 2
+    await until_async(
+        lambda: exporter_sessions(pg15.socket_dsn),
+        holds=lambda on15: db1 not in on15 and db2 not in on15,
+        what="the closed targets' sessions to leave the server",
+    )
     status, scrape = await probe(p, target=f"127.0.0.1:{pg15.port}/{db3}", module="pg15")
     assert status == 200 and isinstance(scrape, Scrape) and scrape.get("pg_up") == 1.0
     families = {f.name: f for f in p.collect()}

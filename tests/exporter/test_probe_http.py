@@ -25,8 +25,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from conftest import Scrape, run_cli, with_database
 from fleet_support import SUPERUSER_PASSWORD, DebianPostgres, debian_postgres
 from poolwatch.metric_names import EXPORTER_PROBE_METRICS
-from prom_support import REPO, prom_api, start_prometheus, wait_until
-from support import PgTarget
+from prom_support import REPO, prom_api, start_prometheus
+from support import PgTarget, until
 
 SCRAPE_CONFIG = REPO / "deploy" / "prometheus" / "probe-scrape-config.yml"
 
@@ -256,7 +256,9 @@ def test_prometheus_scrapes_targets_through_the_documented_relabel_config(
             want = {i: (1.0, n, server) for i, (_, n, server) in expected.items()}
             return got if got == want else None
 
-        wait_until(arrived, timeout=60, what="pg_up and pg_sessions of every probed target")
+        until(
+            arrived, timeout=60, interval=0.5, what="pg_up and pg_sessions of every probed target"
+        )
     finally:
         prometheus.stop()
         for conn in held:

@@ -25,7 +25,7 @@ from sqlalchemy.util.queue import AsyncAdaptedQueue, QueueCommon
 import poolwatch
 from poolwatch.instrumentation.listeners import invalidation_reason
 from poolwatch.metric_names import INVALIDATION_REASONS
-from support import PgTarget, terminate_backend, wait_for_sample
+from support import PgTarget, terminate_backend, until_async
 from support import hold_connections as hold
 from support import pool_sample as value
 
@@ -35,11 +35,6 @@ def assert_gauges_match_pool(registry: CollectorRegistry, engine: AsyncEngine, p
     assert value(registry, "sqlalchemy_pool_checked_out", pool) == p.checkedout()  # type: ignore[attr-defined]
     assert value(registry, "sqlalchemy_pool_idle", pool) == p.checkedin()  # type: ignore[attr-defined]
     assert value(registry, "sqlalchemy_pool_overflow", pool) == max(0, p.overflow())  # type: ignore[attr-defined]
-
-
-@pytest.fixture
-def registry() -> CollectorRegistry:
-    return CollectorRegistry()
 
 
 async def test_sqlalchemy_version_is_supported() -> None:
@@ -138,8 +133,11 @@ async def test_exhaustion_waiters_and_timeout(
     conns = await hold(engine, 3)
     try:
         waiters = [asyncio.create_task(hold(engine, 1)) for _ in range(2)]
-        await wait_for_sample(registry, "sqlalchemy_pool_waiting", "tight", 2, tries=50)
-        assert value(registry, "sqlalchemy_pool_waiting", "tight") == 2
+        await until_async(
+            lambda: value(registry, "sqlalchemy_pool_waiting", "tight"),
+            equals=2,
+            what="two checkouts waiting on pool tight",
+        )
         assert value(registry, "sqlalchemy_pool_checked_out", "tight") == 3
         assert value(registry, "sqlalchemy_pool_overflow", "tight") == 1
         assert value(registry, "sqlalchemy_pool_idle", "tight") == 0
@@ -182,7 +180,11 @@ async def blocked_waiter(
 ) -> asyncio.Task[list[Any]]:
     """A task asking ``engine`` for a connection, once the gauge shows it waiting."""
     waiter = asyncio.create_task(hold(engine, 1))
-    await wait_for_sample(registry, "sqlalchemy_pool_waiting", name, 1, tries=50)
+    await until_async(
+        lambda: value(registry, "sqlalchemy_pool_waiting", name),
+        equals=1,
+        what=f"a checkout waiting on pool {name}",
+    )
     return waiter
 
 
@@ -280,14 +282,15 @@ async def test_leak_counted_once_and_logged_with_holder(
     # Default mode: the checkout only remembers its asyncio task; the report walks that
     # task's stack and names the application line it is at while holding the connection.
     engine = create_async_engine(pg.url(), pool_size=2)
-    poolwatch.instrument(engine, name="leaky", registry=registry, leak_threshold=0.2)
+    handle = poolwatch.instrument(engine, name="leaky", registry=registry, leak_threshold=0.2)
     caplog.set_level(logging.WARNING, logger="poolwatch")
     first_line = sys._getframe().f_lineno
     try:
         leaked = await engine.connect()
         await leaked.execute(sa.text("select 1"))
-        # polled here, not in a helper: the report must find this task in this function
-        for _ in range(200):
+        # Polled inline, not with until_async(): the report must find this task in this
+        # function (a helper would be the innermost application frame). Fails below.
+        for _ in range(1500):
             if value(registry, "sqlalchemy_pool_leaks_total", "leaky") == 1:
                 break
             await asyncio.sleep(0.02)
@@ -295,7 +298,10 @@ async def test_leak_counted_once_and_logged_with_holder(
         assert value(registry, "sqlalchemy_pool_leaks_total", "leaky") == 1
         oldest = value(registry, "sqlalchemy_pool_oldest_checkout_seconds", "leaky")
         assert oldest is not None and oldest > 0.2
-        await asyncio.sleep(0.3)  # still held: still counted once
+        # Still held: the next scans (the leak detector thread runs this same scan) find
+        # nothing new, and neither does the checkin below.
+        assert handle.tracker.scan_for_leaks() == 0
+        assert value(registry, "sqlalchemy_pool_leaks_total", "leaky") == 1
         await leaked.close()
         assert value(registry, "sqlalchemy_pool_leaks_total", "leaky") == 1
         assert value(registry, "sqlalchemy_pool_oldest_checkout_seconds", "leaky") == 0
@@ -323,7 +329,11 @@ async def test_leak_exact_checkout_callsite(
     try:
         leaked = await engine.connect()  # the line the report must name
         checkout_line = sys._getframe().f_lineno - 1
-        await wait_for_sample(registry, "sqlalchemy_pool_leaks_total", "exact", 1)
+        await until_async(
+            lambda: value(registry, "sqlalchemy_pool_leaks_total", "exact"),
+            equals=1,
+            what="the leak to be counted",
+        )
         await leaked.close()
         reports = [r.getMessage() for r in caplog.records if "leak threshold" in r.getMessage()]
         assert len(reports) == 1
@@ -361,7 +371,11 @@ async def test_garbage_collected_connection_is_not_drift(
             warnings.simplefilter("ignore")
             del conn
             gc.collect()
-        await asyncio.sleep(0.05)
+        await until_async(
+            lambda: engine.pool.checkedout(),  # type: ignore[attr-defined]
+            equals=0,
+            what="SQLAlchemy's garbage-collection cleanup to return the connection",
+        )
         assert value(registry, "sqlalchemy_pool_checked_out", "gc") == engine.pool.checkedout()  # type: ignore[attr-defined]
         assert value(registry, "sqlalchemy_pool_checked_out", "gc") == 0
         assert value(registry, "sqlalchemy_pool_checkouts_total", "gc") == value(
@@ -529,15 +543,14 @@ async def test_cancelled_query_is_not_a_disconnect(
     try:
         for _ in range(3):
             task = asyncio.create_task(slow_query())
-            for _ in range(500):  # poll until the query runs on the server
-                running = await admin.fetchval(
+            await until_async(
+                lambda: admin.fetchval(
                     "select count(*) from pg_stat_activity where state = 'active' "
                     "and query like '%poolwatch_cancel_me%' and pid <> pg_backend_pid()"
-                )
-                if running:
-                    break
-                await asyncio.sleep(0.01)
-            assert running == 1
+                ),
+                equals=1,
+                what="the slow query to run on the server",
+            )
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
@@ -1035,10 +1048,10 @@ async def test_driver_error_on_a_lost_connection_is_a_disconnect(pg: PgTarget) -
             pid = (await conn.execute(sa.text("select pg_backend_pid()"))).scalar()
             dbapi_connection = (await conn.get_raw_connection()).dbapi_connection
             await terminate_backend(pg.dsn, pid)
-            for _ in range(500):  # until asyncpg has seen the socket close
-                if dbapi_connection._connection.is_closed():  # type: ignore[union-attr]
-                    break
-                await asyncio.sleep(0.01)
+            await until_async(
+                dbapi_connection._connection.is_closed,  # type: ignore[union-attr]
+                what="asyncpg to see the socket close",
+            )
             error = engine.dialect.dbapi.InterfaceError(  # type: ignore[union-attr]
                 "connection was closed in the middle of operation"
             )

@@ -19,15 +19,11 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 import poolwatch
-from support import PgTarget
+from support import PgTarget, until, until_async
+from support import pool_sample as value
 
 
-def value(registry: CollectorRegistry, name: str, pool: str, **labels: str) -> float | None:
-    return registry.get_sample_value(name, {"pool": pool, **labels})
-
-
-def test_sync_engine_with_threads(pg: PgTarget) -> None:
-    registry = CollectorRegistry()
+def test_sync_engine_with_threads(pg: PgTarget, registry: CollectorRegistry) -> None:
     engine = sa.create_engine(pg.url("psycopg"), pool_size=2, max_overflow=1, pool_timeout=0.3)
     poolwatch.instrument(engine, name="sync", registry=registry)
     release = threading.Event()
@@ -87,10 +83,11 @@ def test_sync_engine_with_threads(pg: PgTarget) -> None:
 
 
 @pytest.mark.parametrize("close", [True, False], ids=["dispose", "dispose-close-false"])
-def test_sync_invalidations_equal_sqlalchemys_through_disposes(pg: PgTarget, close: bool) -> None:
+def test_sync_invalidations_equal_sqlalchemys_through_disposes(
+    pg: PgTarget, registry: CollectorRegistry, close: bool
+) -> None:
     # As for an AsyncEngine (test_instrumentation_pool.py): one set of poolwatch listeners
     # per pool whatever dispose() does, and uninstrument() unhooks every pool.
-    registry = CollectorRegistry()
     engine = sa.create_engine(pg.url("psycopg"), pool_size=2, pool_pre_ping=True)
     seen: list[BaseException | None] = []
     sa.event.listen(engine, "invalidate", lambda dbapi, record, exc: seen.append(exc))
@@ -176,11 +173,6 @@ class App:
 
 
 @pytest.fixture
-def registry() -> CollectorRegistry:
-    return CollectorRegistry()
-
-
-@pytest.fixture
 def client_app(pg: PgTarget, registry: CollectorRegistry) -> Iterator[App]:
     app = App(pg.url(), registry, leak_threshold=0.3)
     yield app
@@ -224,8 +216,11 @@ async def test_connection_forgotten_on_the_request_is_still_collected(
     async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
         assert (await client.get("/forget")).status_code == 200
     gc.collect()
-    await asyncio.sleep(0.05)
-    assert client_app.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    await until_async(
+        lambda: client_app.engine.pool.checkedout(),  # type: ignore[attr-defined]
+        equals=0,
+        what="SQLAlchemy's garbage-collection cleanup to return the connection",
+    )
     assert value(registry, "sqlalchemy_pool_checked_out", "app") == 0
     assert any("without being returned" in r.getMessage() for r in caplog.records)
     await client_app.engine.dispose()
@@ -238,11 +233,11 @@ async def test_leak_report_names_the_route_template(
     transport = httpx.ASGITransport(app=client_app.app)
     async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
         assert (await client.get("/leak/12345")).status_code == 200
-        for _ in range(200):
-            if value(registry, "sqlalchemy_pool_leaks_total", "app") == 1:
-                break
-            await asyncio.sleep(0.02)
-    assert value(registry, "sqlalchemy_pool_leaks_total", "app") == 1
+        await until_async(
+            lambda: value(registry, "sqlalchemy_pool_leaks_total", "app"),
+            equals=1,
+            what="the leaked session's connection to be counted",
+        )
     report = next(r.getMessage() for r in caplog.records if "leak threshold" in r.getMessage())
     assert "(route GET /leak/{n})" in report
     assert "12345" not in report  # the template, never the raw path
@@ -283,12 +278,12 @@ async def test_metrics_app_renders_off_the_event_loop(registry: CollectorRegistr
     assert seen and threading.main_thread().name not in seen
 
 
-def test_sync_leak_names_the_holding_thread(pg: PgTarget, caplog: pytest.LogCaptureFixture) -> None:
-    registry = CollectorRegistry()
+def test_sync_leak_names_the_holding_thread(
+    pg: PgTarget, registry: CollectorRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
     engine = sa.create_engine(pg.url("psycopg"), pool_size=2)
     poolwatch.instrument(engine, name="sync-leak", registry=registry, leak_threshold=0.2)
     caplog.set_level(logging.WARNING, logger="poolwatch")
-    reported = threading.Event()
     release = threading.Event()
 
     def slow_job() -> None:
@@ -299,14 +294,16 @@ def test_sync_leak_names_the_holding_thread(pg: PgTarget, caplog: pytest.LogCapt
 
     worker = threading.Thread(target=slow_job, name="report-worker")
     worker.start()
-    for _ in range(300):
-        if value(registry, "sqlalchemy_pool_leaks_total", "sync-leak") == 1:
-            reported.set()
-            break
-        threading.Event().wait(0.01)
-    release.set()
-    worker.join()
-    assert reported.is_set()
+    try:
+        until(
+            lambda: value(registry, "sqlalchemy_pool_leaks_total", "sync-leak"),
+            equals=1,
+            what="the held connection to be counted as a leak",
+            interval=0.01,
+        )
+    finally:
+        release.set()
+        worker.join()
     report = next(r.getMessage() for r in caplog.records if "leak threshold" in r.getMessage())
     assert "held by thread 'report-worker', now at " in report
     assert f"{__file__}:" in report and " in slow_job" in report

@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from poolwatch.instrumentation.archive import (
     fold_dead_processes,
 )
 from poolwatch.instrumentation.multiprocess import mark_dead_processes
-from support import PgTarget, skip_or_fail
+from support import PgTarget, skip_or_fail, until
 
 APPS = Path(__file__).parent.parent / "apps"
 NS_LAST_PID = Path("/proc/sys/kernel/ns_last_pid")
@@ -308,16 +307,15 @@ def test_a_child_forked_during_a_scrape_does_not_keep_the_lock(mpdir: Path) -> N
         assert proc.stdout is not None
         child = int(proc.stdout.readline())
         assert archive.pid_exists(child)  # alive, with a copy of the scrape's lock file open
+
         # The child closes its copy in its at-fork hook, which runs when the scheduler first
         # lets the child run: poll for that (without the hook it keeps the lock for 60 s).
-        deadline = time.monotonic() + 20
-        while True:
+        def exclusive_lock_taken() -> bool:
             with directory_lock(str(mpdir), exclusive=True, wait=False) as locked:
-                pass
-            if locked or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-        assert locked  # a fold (or dead-gauge removal) is not held off by the child
+                return bool(locked)
+
+        # a fold (or dead-gauge removal) is not held off by the child
+        until(exclusive_lock_taken, timeout=20, what="the exclusive lock with the child alive")
         assert archive.pid_exists(child)  # ... while the child still lives
     finally:
         proc.communicate("", timeout=30)

@@ -12,15 +12,15 @@ import logging
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from prometheus_client import CollectorRegistry
 
 import poolwatch
 from poolwatch import metric_names as m
-from support import PgTarget
+from support import PgTarget, until
 
 APPS = Path(__file__).parent.parent / "apps"
 COUNTERS = [s.name for s in m.INSTRUMENTATION_METRICS if s.type == "counter"]
@@ -63,10 +63,9 @@ def test_every_counter_and_histogram_exists_at_zero_from_instrument(
     assert "ERROR" not in stderr, stderr
 
 
-def test_single_process_mode_exports_every_series_at_zero(pg: PgTarget) -> None:
-    from prometheus_client import CollectorRegistry
-
-    registry = CollectorRegistry()
+def test_single_process_mode_exports_every_series_at_zero(
+    pg: PgTarget, registry: CollectorRegistry
+) -> None:
     engine = sa.create_engine(pg.url("psycopg"))
     handle = poolwatch.instrument(engine, name="zero", registry=registry)
     try:
@@ -119,9 +118,9 @@ def test_a_path_that_is_a_file_is_one_line_too(pg: PgTarget, tmp_path: Path) -> 
     assert "Traceback" not in proc.stderr
 
 
-def test_leak_report_names_the_worker_pid_once_prefixed(pg: PgTarget) -> None:
-    from prometheus_client import CollectorRegistry
-
+def test_leak_report_names_the_worker_pid_once_prefixed(
+    pg: PgTarget, registry: CollectorRegistry
+) -> None:
     records: list[str] = []
 
     class Capture(logging.Handler):
@@ -133,16 +132,12 @@ def test_leak_report_names_the_worker_pid_once_prefixed(pg: PgTarget) -> None:
     logger = logging.getLogger("poolwatch")
     logger.addHandler(handler)
     engine = sa.create_engine(pg.url("psycopg"))
-    handle = poolwatch.instrument(
-        engine, name="leaky", registry=CollectorRegistry(), leak_threshold=0.05
-    )
+    handle = poolwatch.instrument(engine, name="leaky", registry=registry, leak_threshold=0.05)
     try:
         with engine.connect() as conn:
             conn.execute(sa.text("select 1"))
-            deadline = time.monotonic() + 20
-            while not records and time.monotonic() < deadline:
-                time.sleep(0.02)  # the leak detector thread reports it (polled, bounded)
-        assert records, "no leak reported"
+            # the leak detector thread reports it
+            until(lambda: list(records), what="a leak report", interval=0.02)
         line = records[0]
         assert line.startswith("WARNING poolwatch: connection of pool 'leaky' (pid ")
         assert f"(pid {os.getpid()})" in line

@@ -19,8 +19,16 @@ from pathlib import Path
 
 import pytest
 
-from support import PgTarget, skip_or_fail
-from workers_support import MAX_OVERFLOW, POOL_SIZE, WORKERS, Server, wait_for
+from support import PgTarget, skip_or_fail, until
+from workers_support import (
+    DEADLINE,
+    MAX_OVERFLOW,
+    POOL_SIZE,
+    SERVER_ERRORS,
+    WORKERS,
+    Server,
+    serving,
+)
 
 
 @pytest.fixture(params=["uvicorn", "gunicorn"])
@@ -32,7 +40,7 @@ def server(request: pytest.FixtureRequest, pg: PgTarget, tmp_path: Path) -> Iter
         skip_or_fail(f"{kind} is not installed")
     srv = Server(kind, pg, tmp_path)
     try:
-        wait_for(f"{kind} to serve", lambda: srv.get("/pool"), deadline=30)
+        serving(srv)
         yield srv
     finally:
         srv.stop()
@@ -62,12 +70,23 @@ def matches(totals: dict[str, float], want: dict[str, float]) -> bool:
     return all(totals.get(name) == value for name, value in want.items())
 
 
+def converged(server: Server, want: dict[str, float], what: str) -> dict[str, float]:
+    """Scrape ``server`` until its totals match ``want``; fails showing the last totals."""
+    return until(
+        server.totals,
+        holds=lambda totals: matches(totals, want),
+        timeout=DEADLINE,
+        catch=SERVER_ERRORS,
+        what=f"{what} ({want})",
+    )
+
+
 def test_totals_across_workers_and_dead_worker_leaves(server: Server) -> None:
     # All workers up and flushed: the capacity gauges sum over exactly WORKERS processes
     # (under gunicorn --preload the master instrumented the engine too, but never used it,
     # so its pool does not count).
     idle_state = expected({})
-    wait_for("all workers to report", lambda: matches(server.totals(), idle_state))
+    converged(server, idle_state, "all workers to report")
 
     # Each worker ends up holding a known number of connections: the hold responses say
     # which worker served them and what its pool holds afterwards.
@@ -80,13 +99,14 @@ def test_totals_across_workers_and_dead_worker_leaves(server: Server) -> None:
     assert all(s["checked_out"] == s["held"] for s in truth.values())
 
     # pg_stat_activity agrees, worker by worker.
-    backends = wait_for(
-        "pg_stat_activity",
-        lambda: (b := server.pg_backends()) == {p: s["checked_out"] + s["idle"] for p, s in truth.items()} and b,
+    backends = until(
+        server.pg_backends,
+        equals={p: s["checked_out"] + s["idle"] for p, s in truth.items()},
+        timeout=DEADLINE, what="pg_stat_activity",
     )  # fmt: skip
     want = expected(truth)
     want["sqlalchemy_pool_checkouts_total"] = sum(holds)
-    wait_for("totals to converge", lambda: matches(server.totals(), want))
+    converged(server, want, "totals to converge")
     # Scrape repeatedly (different workers answer): every scrape reports the same truth.
     for _ in range(6):
         totals = server.totals()
@@ -101,17 +121,18 @@ def test_totals_across_workers_and_dead_worker_leaves(server: Server) -> None:
     os.kill(victim, signal.SIGKILL)
     if server.kind == "gunicorn":
         # child_exit -> mark_process_dead removed its live-gauge files, before any scrape.
-        wait_for(
-            "child_exit to mark the worker dead",
-            lambda: not list(server.mpdir.glob(f"gauge_live*_{victim}.db")),
-        )
+        until(
+            lambda: list(server.mpdir.glob(f"gauge_live*_{victim}.db")),
+            equals=[], timeout=DEADLINE, what="child_exit to mark the worker dead",
+        )  # fmt: skip
     survivors = {pid: s for pid, s in truth.items() if pid != victim}
     want = expected(survivors)  # a replacement worker brings the capacity back to WORKERS
     want["sqlalchemy_pool_checkouts_total"] = sum(holds)
-    wait_for("the dead worker's gauges to leave", lambda: matches(server.totals(), want))
-    wait_for(
-        "PostgreSQL to drop the dead worker's sessions",
-        lambda: server.pg_backends() == {p: s["checked_out"] + s["idle"] for p, s in survivors.items()},
+    converged(server, want, "the dead worker's gauges to leave")
+    until(
+        server.pg_backends,
+        equals={p: s["checked_out"] + s["idle"] for p, s in survivors.items()},
+        timeout=DEADLINE, what="PostgreSQL to drop the dead worker's sessions",
     )  # fmt: skip
     for _ in range(3):
         assert matches(server.totals(), want)

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 import poolwatch
 from poolwatch.metric_names import DURATION_BUCKETS
-from support import PgTarget, terminate_backend, wait_for_sample
+from support import PgTarget, terminate_backend, until_async
 from support import hold_connections as hold
 from support import pool_sample as prom
 
@@ -84,14 +84,19 @@ def assert_histogram_equal(
         assert running == prom(registry, f"{prom_name}_bucket", pool, le=le), le
 
 
-async def test_exhaustion_same_numbers(pg: PgTarget, otel: Otel) -> None:
-    registry = CollectorRegistry()
+async def test_exhaustion_same_numbers(
+    pg: PgTarget, otel: Otel, registry: CollectorRegistry
+) -> None:
     engine = create_async_engine(pg.url(), pool_size=2, max_overflow=1, pool_timeout=0.5)
     poolwatch.instrument(engine, name="tight", registry=registry, meter_provider=otel.provider)
     conns = await hold(engine, 3)
     try:
         waiters = [asyncio.create_task(hold(engine, 1)) for _ in range(2)]
-        await wait_for_sample(registry, "sqlalchemy_pool_waiting", "tight", 2, tries=50)
+        await until_async(
+            lambda: prom(registry, "sqlalchemy_pool_waiting", "tight"),
+            equals=2,
+            what="two checkouts waiting on pool tight",
+        )
         otel.collect()
         assert otel.value("db.client.connection.pending_requests", "tight") == 2
         assert prom(registry, "sqlalchemy_pool_waiting", "tight") == 2
@@ -137,8 +142,7 @@ async def test_exhaustion_same_numbers(pg: PgTarget, otel: Otel) -> None:
     await engine.dispose()
 
 
-async def test_leak_same_numbers(pg: PgTarget, otel: Otel) -> None:
-    registry = CollectorRegistry()
+async def test_leak_same_numbers(pg: PgTarget, otel: Otel, registry: CollectorRegistry) -> None:
     engine = create_async_engine(pg.url(), pool_size=2)
     poolwatch.instrument(
         engine, name="leaky", registry=registry, leak_threshold=0.2, meter_provider=otel.provider
@@ -146,7 +150,11 @@ async def test_leak_same_numbers(pg: PgTarget, otel: Otel) -> None:
     try:
         leaked = await engine.connect()
         await leaked.execute(sa.text("select 1"))
-        await wait_for_sample(registry, "sqlalchemy_pool_leaks_total", "leaky", 1)
+        await until_async(
+            lambda: prom(registry, "sqlalchemy_pool_leaks_total", "leaky"),
+            equals=1,
+            what="the leak to be counted",
+        )
         otel.collect()
         assert otel.value("poolwatch.pool.leaks", "leaky") == 1
         assert prom(registry, "sqlalchemy_pool_leaks_total", "leaky") == 1
@@ -166,8 +174,9 @@ async def test_leak_same_numbers(pg: PgTarget, otel: Otel) -> None:
         await engine.dispose()
 
 
-async def test_invalidation_same_numbers(pg: PgTarget, otel: Otel) -> None:
-    registry = CollectorRegistry()
+async def test_invalidation_same_numbers(
+    pg: PgTarget, otel: Otel, registry: CollectorRegistry
+) -> None:
     engine = create_async_engine(pg.url(), pool_size=2, pool_pre_ping=True)
     poolwatch.instrument(engine, name="ping", registry=registry, meter_provider=otel.provider)
     try:
@@ -204,8 +213,9 @@ def checkout_exemplar_lines(registry: CollectorRegistry) -> list[str]:
     ]
 
 
-async def test_checkout_wait_carries_trace_exemplar(pg: PgTarget, otel: Otel) -> None:
-    registry = CollectorRegistry()
+async def test_checkout_wait_carries_trace_exemplar(
+    pg: PgTarget, otel: Otel, registry: CollectorRegistry
+) -> None:
     tracer = TracerProvider().get_tracer("test")
     engine = create_async_engine(pg.url(), pool_size=2)
     poolwatch.instrument(engine, name="traced", registry=registry, meter_provider=otel.provider)
@@ -233,11 +243,12 @@ async def test_checkout_wait_carries_trace_exemplar(pg: PgTarget, otel: Otel) ->
         await engine.dispose()
 
 
-async def test_prometheus_only_slow_checkout_carries_sampled_span(pg: PgTarget) -> None:
+async def test_prometheus_only_slow_checkout_carries_sampled_span(
+    pg: PgTarget, registry: CollectorRegistry
+) -> None:
     # No meter provider: the asyncio pool's inline path records the exemplar itself. A
     # FastAPI app imports the trace API without tracing (OpenTelemetry's invalid span, or
     # none, is current): such waits get none.
-    registry = CollectorRegistry()
     tracer = TracerProvider().get_tracer("test")
     engine = create_async_engine(pg.url(), pool_size=1, max_overflow=0)
     poolwatch.instrument(engine, name="traced-prom", registry=registry)
@@ -260,6 +271,13 @@ async def test_prometheus_only_slow_checkout_carries_sampled_span(pg: PgTarget) 
         for waiter in (wait_untraced, wait_traced):
             async with engine.connect():  # the only connection: the waiter queues
                 task = asyncio.ensure_future(waiter())
+                await until_async(
+                    lambda: prom(registry, "sqlalchemy_pool_waiting", "traced-prom"),
+                    equals=1,
+                    what="the waiter to queue",
+                )
+                # a hold, not synchronisation: the assert below tells the traced wait's
+                # exemplar by its length (>= 50 ms)
                 await asyncio.sleep(0.05)
             results.append(await task)
         ctx = results[1]
@@ -274,8 +292,9 @@ async def test_prometheus_only_slow_checkout_carries_sampled_span(pg: PgTarget) 
         await engine.dispose()
 
 
-async def test_otel_only_and_uninstrument(pg: PgTarget, otel: Otel) -> None:
-    registry = CollectorRegistry()
+async def test_otel_only_and_uninstrument(
+    pg: PgTarget, otel: Otel, registry: CollectorRegistry
+) -> None:
     engine = create_async_engine(pg.url(), pool_size=2)
     handle = poolwatch.instrument(
         engine, name="otelonly", registry=registry, meter_provider=otel.provider, prometheus=False

@@ -21,7 +21,7 @@ from pgbouncer_support import (
 )
 from poolwatch.pgbouncer import AdminConsole, ConsoleError
 from poolwatch.pgbouncer.target import parse_target
-from support import require_tool
+from support import require_tool, until_async
 
 
 @pytest.mark.parametrize("auth_type", ["md5", "scram-sha-256", "plain"])
@@ -57,18 +57,19 @@ async def test_show_pools_counts_clients_queued_behind_a_held_pool(pgbouncer: Pg
             holders.append(conn)
             waiters.append(asyncio.create_task(conn.execute("SELECT 1")))
         async with await AdminConsole.connect(pgbouncer.stats_dsn()) as console:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 10
-            pool: dict[str, object] = {}
-            while loop.time() < deadline:
+
+            async def app_pool() -> dict[str, object]:
                 rows = await console.show("POOLS")
-                pool = next(
+                return next(
                     r for r in rows if r["database"] == "postgres" and r["user"] == APP_USER
                 )
-                if pool["cl_waiting"] == k:
-                    break
-                await asyncio.sleep(0.02)
-            assert pool["cl_waiting"] == k
+
+            pool = await until_async(
+                app_pool,
+                holds=lambda p: p["cl_waiting"] == k,
+                timeout=10,
+                what=f"{k} clients waiting in the pool",
+            )
             assert pool["sv_active"] == 2
             assert pool["cl_active"] == 2
             assert isinstance(pool["maxwait_us"], int)
