@@ -46,9 +46,31 @@ def referenced() -> dict[str, set[str]]:
     return where
 
 
+def spec_tables() -> dict[str, tuple[metric_names.MetricSpec, ...]]:
+    """The tables of metric_names.py that collectors register from (INSTRUMENTATION_METRICS...)."""
+    return {
+        name: value
+        for name, value in vars(metric_names).items()
+        if isinstance(value, tuple)
+        and value
+        and all(isinstance(v, metric_names.MetricSpec) for v in value)
+    }
+
+
 def test_the_contract_lists_metrics() -> None:
     specs = registered()
-    assert len(specs) >= len(metric_names.INSTRUMENTATION_METRICS)
+    every = {
+        id(v): v for v in vars(metric_names).values() if isinstance(v, metric_names.MetricSpec)
+    }
+    names = [spec.name for spec in every.values()]
+    assert not {n for n in names if names.count(n) > 1}, "two MetricSpecs share a name"
+    tables = spec_tables()
+    assert "INSTRUMENTATION_METRICS" in tables and "EXPORTER_METRICS" in tables, sorted(tables)
+    for table, listed in tables.items():
+        in_table = [spec.name for spec in listed]
+        assert len(in_table) == len(set(in_table)), f"{table} lists a metric twice"
+        unnamed = [spec.name for spec in listed if specs.get(spec.name) is not spec]
+        assert not unnamed, f"{table}: not a named MetricSpec of metric_names.py: {unnamed}"
     for spec in specs.values():
         assert spec.type in {"gauge", "counter", "histogram", "info"}, spec
         assert re.fullmatch(r"[a-z_][a-z0-9_]*", spec.name), spec.name

@@ -359,7 +359,9 @@ def test_quiet_panels_evaluate_on_prometheus(tmp_path: Path) -> None:
         if p["title"] in QUIET_AS_ZERO_PANELS
         for tgt in p["targets"]
     ]
-    assert len(exprs) >= len(QUIET_AS_ZERO_PANELS)
+    found = {p["title"] for p in dashboard_panels(dash) if p["title"] in QUIET_AS_ZERO_PANELS}
+    assert found == set(QUIET_AS_ZERO_PANELS), set(QUIET_AS_ZERO_PANELS) - found  # none renamed
+    assert len(exprs) >= len(QUIET_AS_ZERO_PANELS)  # each with a query
     tests = [case for expr in exprs for case in _quiet_cases(expr)]
     test_file = tmp_path / "quiet.test.yml"
     test_file.write_text(yaml.safe_dump({"rule_files": [], "tests": tests}, sort_keys=False))
