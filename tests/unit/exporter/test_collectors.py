@@ -1,5 +1,5 @@
 """Each PostgreSQL collector fed plain rows, shaped as the scrape statement returns them
-(no database: this folder runs in well under a second)."""
+(no database)."""
 
 from __future__ import annotations
 
