@@ -67,28 +67,38 @@ class _Poll:
     """What one ``until()`` has seen so far, and the failure message when time runs out."""
 
     def __init__(
-        self, what: str, timeout: float, equals: Any, holds: Callable[[Any], bool] | None
+        self,
+        what: str,
+        timeout: float,
+        equals: Any,
+        holds: Callable[[Any], bool] | None,
+        catch: tuple[type[BaseException], ...],
     ) -> None:
-        self.what, self.timeout, self.equals = what, timeout, equals
+        self.what, self.timeout, self.equals, self.catch = what, timeout, equals, catch
         self.holds = _wanted(equals, holds)
         self.end = time.monotonic() + timeout
         self.last: str = "nothing (the first check had not returned)"
 
     def saw(self, value: Any) -> bool:
+        """Whether ``value`` is what we wait for (and remember it for the failure message)."""
         self.last = f"last value: {value!r}"
         return self.holds(value)
 
-    def raised(self, exc: BaseException) -> None:
-        self.last = f"last exception: {type(exc).__name__}: {exc}"
+    @contextmanager
+    def attempt(self) -> Iterator[None]:
+        """One call of the check: an exception among ``catch`` is remembered, not raised."""
+        try:
+            yield
+        except self.catch as exc:
+            self.last = f"last exception: {type(exc).__name__}: {exc}"
 
-    def expired(self) -> bool:
-        return time.monotonic() >= self.end
-
-    def fail(self) -> AssertionError:
-        wanted = "" if self.equals is _TRUTHY else f" (want {self.equals!r})"
-        return AssertionError(
-            f"timed out after {self.timeout:g} s waiting for {self.what}{wanted}; {self.last}"
-        )
+    def give_up_if_late(self) -> None:
+        """Fail with ``what`` and the last value or exception once the deadline has passed."""
+        if time.monotonic() >= self.end:
+            wanted = "" if self.equals is _TRUTHY else f" (want {self.equals!r})"
+            raise AssertionError(
+                f"timed out after {self.timeout:g} s waiting for {self.what}{wanted}; {self.last}"
+            )
 
 
 def until(
@@ -108,17 +118,12 @@ def until(
     exception among ``catch`` it raised (other exceptions propagate at once). The sleep between
     calls is the poll interval only: nothing relies on it to let anything happen.
     """
-    poll = _Poll(what, timeout, equals, holds)
+    poll = _Poll(what, timeout, equals, holds, catch)
     while True:
-        try:
-            value = check()
-        except catch as exc:
-            poll.raised(exc)
-        else:
-            if poll.saw(value):
+        with poll.attempt():
+            if poll.saw(value := check()):
                 return value
-        if poll.expired():
-            raise poll.fail()
+        poll.give_up_if_late()
         time.sleep(interval)
 
 
@@ -134,20 +139,27 @@ async def until_async(
 ) -> T:
     """:func:`until` for the event loop: ``check`` may be a plain or an async callable, and
     the loop keeps running (``asyncio.sleep``) between calls."""
-    poll = _Poll(what, timeout, equals, holds)
+    poll = _Poll(what, timeout, equals, holds, catch)
     while True:
-        try:
+        with poll.attempt():
             value = check()
             if inspect.isawaitable(value):
                 value = await value
-        except catch as exc:
-            poll.raised(exc)
-        else:
             if poll.saw(value):
                 return value  # type: ignore[return-value]
-        if poll.expired():
-            raise poll.fail()
+        poll.give_up_if_late()
         await asyncio.sleep(interval)
+
+
+async def until_pool_sample(
+    registry: Any, name: str, pool: str, equals: float, **labels: str
+) -> float | None:
+    """Poll one poolwatch metric of ``pool`` until it equals ``equals`` (or fail saying so)."""
+    return await until_async(
+        lambda: pool_sample(registry, name, pool, **labels),
+        equals=equals,
+        what=f"{name} of pool {pool!r}",
+    )
 
 
 @dataclass

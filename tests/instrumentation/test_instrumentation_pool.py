@@ -25,7 +25,7 @@ from sqlalchemy.util.queue import AsyncAdaptedQueue, QueueCommon
 import poolwatch
 from poolwatch.instrumentation.listeners import invalidation_reason
 from poolwatch.metric_names import INVALIDATION_REASONS
-from support import PgTarget, terminate_backend, until_async
+from support import PgTarget, terminate_backend, until_async, until_pool_sample
 from support import hold_connections as hold
 from support import pool_sample as value
 
@@ -133,11 +133,7 @@ async def test_exhaustion_waiters_and_timeout(
     conns = await hold(engine, 3)
     try:
         waiters = [asyncio.create_task(hold(engine, 1)) for _ in range(2)]
-        await until_async(
-            lambda: value(registry, "sqlalchemy_pool_waiting", "tight"),
-            equals=2,
-            what="two checkouts waiting on pool tight",
-        )
+        await until_pool_sample(registry, "sqlalchemy_pool_waiting", "tight", 2)
         assert value(registry, "sqlalchemy_pool_checked_out", "tight") == 3
         assert value(registry, "sqlalchemy_pool_overflow", "tight") == 1
         assert value(registry, "sqlalchemy_pool_idle", "tight") == 0
@@ -180,11 +176,7 @@ async def blocked_waiter(
 ) -> asyncio.Task[list[Any]]:
     """A task asking ``engine`` for a connection, once the gauge shows it waiting."""
     waiter = asyncio.create_task(hold(engine, 1))
-    await until_async(
-        lambda: value(registry, "sqlalchemy_pool_waiting", name),
-        equals=1,
-        what=f"a checkout waiting on pool {name}",
-    )
+    await until_pool_sample(registry, "sqlalchemy_pool_waiting", name, 1)
     return waiter
 
 
@@ -329,11 +321,7 @@ async def test_leak_exact_checkout_callsite(
     try:
         leaked = await engine.connect()  # the line the report must name
         checkout_line = sys._getframe().f_lineno - 1
-        await until_async(
-            lambda: value(registry, "sqlalchemy_pool_leaks_total", "exact"),
-            equals=1,
-            what="the leak to be counted",
-        )
+        await until_pool_sample(registry, "sqlalchemy_pool_leaks_total", "exact", 1)
         await leaked.close()
         reports = [r.getMessage() for r in caplog.records if "leak threshold" in r.getMessage()]
         assert len(reports) == 1

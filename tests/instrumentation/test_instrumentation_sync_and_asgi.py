@@ -19,7 +19,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 import poolwatch
-from support import PgTarget, until, until_async
+from support import PgTarget, until, until_async, until_pool_sample
 from support import pool_sample as value
 
 
@@ -233,11 +233,7 @@ async def test_leak_report_names_the_route_template(
     transport = httpx.ASGITransport(app=client_app.app)
     async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
         assert (await client.get("/leak/12345")).status_code == 200
-        await until_async(
-            lambda: value(registry, "sqlalchemy_pool_leaks_total", "app"),
-            equals=1,
-            what="the leaked session's connection to be counted",
-        )
+        await until_pool_sample(registry, "sqlalchemy_pool_leaks_total", "app", 1)
     report = next(r.getMessage() for r in caplog.records if "leak threshold" in r.getMessage())
     assert "(route GET /leak/{n})" in report
     assert "12345" not in report  # the template, never the raw path

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 import poolwatch
 from poolwatch.metric_names import DURATION_BUCKETS
-from support import PgTarget, terminate_backend, until_async
+from support import PgTarget, terminate_backend, until_pool_sample
 from support import hold_connections as hold
 from support import pool_sample as prom
 
@@ -92,11 +92,7 @@ async def test_exhaustion_same_numbers(
     conns = await hold(engine, 3)
     try:
         waiters = [asyncio.create_task(hold(engine, 1)) for _ in range(2)]
-        await until_async(
-            lambda: prom(registry, "sqlalchemy_pool_waiting", "tight"),
-            equals=2,
-            what="two checkouts waiting on pool tight",
-        )
+        await until_pool_sample(registry, "sqlalchemy_pool_waiting", "tight", 2)
         otel.collect()
         assert otel.value("db.client.connection.pending_requests", "tight") == 2
         assert prom(registry, "sqlalchemy_pool_waiting", "tight") == 2
@@ -150,11 +146,7 @@ async def test_leak_same_numbers(pg: PgTarget, otel: Otel, registry: CollectorRe
     try:
         leaked = await engine.connect()
         await leaked.execute(sa.text("select 1"))
-        await until_async(
-            lambda: prom(registry, "sqlalchemy_pool_leaks_total", "leaky"),
-            equals=1,
-            what="the leak to be counted",
-        )
+        await until_pool_sample(registry, "sqlalchemy_pool_leaks_total", "leaky", 1)
         otel.collect()
         assert otel.value("poolwatch.pool.leaks", "leaky") == 1
         assert prom(registry, "sqlalchemy_pool_leaks_total", "leaky") == 1
@@ -271,11 +263,7 @@ async def test_prometheus_only_slow_checkout_carries_sampled_span(
         for waiter in (wait_untraced, wait_traced):
             async with engine.connect():  # the only connection: the waiter queues
                 task = asyncio.ensure_future(waiter())
-                await until_async(
-                    lambda: prom(registry, "sqlalchemy_pool_waiting", "traced-prom"),
-                    equals=1,
-                    what="the waiter to queue",
-                )
+                await until_pool_sample(registry, "sqlalchemy_pool_waiting", "traced-prom", 1)
                 # a hold, not synchronisation: the assert below tells the traced wait's
                 # exemplar by its length (>= 50 ms)
                 await asyncio.sleep(0.05)
