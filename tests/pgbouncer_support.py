@@ -292,3 +292,21 @@ def running_pgbouncer(
     finally:
         bouncer.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+async def leftover_statements(bouncer: PgBouncer) -> int:
+    """Prepared statements left on every server connection of PgBouncer's pool: one client per
+    server connection (``default_pool_size``), each pinned to its own by an open transaction."""
+    import asyncpg
+
+    size = int(bouncer.settings["default_pool_size"])
+    conns = [await asyncpg.connect(bouncer.dsn(), statement_cache_size=0) for _ in range(size)]
+    try:
+        total = 0
+        for conn in conns:
+            await conn.execute("BEGIN")
+            total += await conn.fetchval("select count(*) from pg_prepared_statements")
+        return total
+    finally:
+        for conn in conns:
+            await conn.close()

@@ -7,13 +7,16 @@ handle with the base URL; ``stop()`` ends the process (and only that process).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import re
 import subprocess
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,40 +101,39 @@ def _spawn(name: str, argv: list[str], url: str, workdir: Path) -> Process:
     return handle
 
 
-def start_prometheus(config: dict[str, Any], workdir: Path) -> Process:
-    """Run the real ``prometheus`` with ``config`` (a dict written as YAML) on loopback."""
-    binary = require_tool("prometheus")
+def _start_with_config(
+    name: str, tool: str, config: dict[str, Any], workdir: Path, *flags: str
+) -> Process:
+    """Run ``tool`` with ``config`` written as ``<name>.yml``, data in ``workdir/data``, on a
+    free loopback port, and wait until it is ready."""
+    binary = require_tool(tool)
     workdir.mkdir(parents=True, exist_ok=True)
-    config_file = workdir / "prometheus.yml"
+    config_file = workdir / f"{name}.yml"
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
     port = free_port()
     argv = [
         binary,
         f"--config.file={config_file}",
-        f"--storage.tsdb.path={workdir / 'data'}",
         f"--web.listen-address=127.0.0.1:{port}",
-        "--web.enable-lifecycle",
         "--log.level=info",
+        *(flag.replace("{data}", str(workdir / "data")) for flag in flags),
     ]
-    return _spawn("prometheus", argv, f"http://127.0.0.1:{port}", workdir)
+    return _spawn(name, argv, f"http://127.0.0.1:{port}", workdir)
+
+
+def start_prometheus(config: dict[str, Any], workdir: Path) -> Process:
+    """Run the real ``prometheus`` with ``config`` (a dict written as YAML) on loopback."""
+    flags = ("--storage.tsdb.path={data}", "--web.enable-lifecycle")
+    return _start_with_config("prometheus", "prometheus", config, workdir, *flags)
 
 
 def start_alertmanager(config: dict[str, Any], workdir: Path) -> Process:
     """Run the real Alertmanager (Debian's ``prometheus-alertmanager``) on loopback."""
-    binary = require_tool("prometheus-alertmanager")
-    workdir.mkdir(parents=True, exist_ok=True)
-    config_file = workdir / "alertmanager.yml"
-    config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-    port = free_port()
-    argv = [
-        binary,
-        f"--config.file={config_file}",
-        f"--storage.path={workdir / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
+    flags = (
+        "--storage.path={data}",
         "--cluster.listen-address=",  # no gossip port: a single, private instance
-        "--log.level=info",
-    ]
-    return _spawn("alertmanager", argv, f"http://127.0.0.1:{port}", workdir)
+    )
+    return _start_with_config("alertmanager", "prometheus-alertmanager", config, workdir, *flags)
 
 
 def prom_api(base_url: str, path: str, **params: str) -> dict[str, Any]:
@@ -144,6 +146,99 @@ def prom_api(base_url: str, path: str, **params: str) -> dict[str, Any]:
         data = {"status": "error", "error": f"HTTP {status}: {body[:200]!r}"}
     data.setdefault("httpStatus", status)
     return data
+
+
+def spawn_exporter(
+    argv: list[str], log_path: Path, stop: contextlib.ExitStack
+) -> subprocess.Popen[bytes]:
+    """Run ``argv`` (a ``poolwatch-exporter`` command line) with its output in ``log_path``;
+    stopped (SIGTERM, then SIGKILL) when ``stop`` closes."""
+    log = log_path.open("wb")
+    stop.callback(log.close)
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+
+    def end() -> None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+
+    stop.callback(end)
+    return proc
+
+
+def wait_exporter_up(
+    proc: subprocess.Popen[bytes], metrics_url: str, log_path: Path, *families: str
+) -> None:
+    """Wait until the exporter's ``/metrics`` reports each of ``families`` (``pg_up``...) at 1."""
+
+    def not_up_yet() -> list[str]:
+        assert proc.poll() is None, log_path.read_text()
+        status, body = http_get(metrics_url, timeout=5)
+        return [
+            name
+            for name in families
+            if status != 200 or not re.search(rb"^%s 1(\.0)?$" % name.encode(), body, re.M)
+        ]
+
+    until(
+        not_up_yet,
+        equals=[],
+        timeout=60,
+        interval=0.5,
+        catch=(OSError,),
+        what="poolwatch-exporter to report " + ", ".join(f"{name} 1" for name in families),
+    )
+
+
+def fast_rules(directory: Path) -> str:
+    """alerts/*.rules.yml copied into ``directory`` with every ``for:`` shortened to 1 s;
+    the glob to put in ``rule_files``."""
+    directory.mkdir()
+    for path in RULE_FILES:
+        text = re.sub(r"(?m)^(\s+for:\s*)\S+\s*$", r"\g<1>1s", path.read_text())
+        (directory / path.name).write_text(text)
+    return str(directory / "*.rules.yml")
+
+
+def active_alerts(prometheus: Process) -> dict[str, list[dict[str, Any]]]:
+    """Prometheus's pending and firing alerts, by alert name."""
+    result = prom_api(prometheus.url, "alerts")
+    assert result["status"] == "success", result
+    out: dict[str, list[dict[str, Any]]] = {}
+    for alert in result["data"]["alerts"]:
+        out.setdefault(alert["labels"]["alertname"], []).append(alert)
+    return out
+
+
+def panels_without_data(
+    prometheus: Process, filenames: Iterable[str], core: Mapping[str, Iterable[str]]
+) -> list[str]:
+    """Check that every query of these dashboards evaluates over the last minute, and return
+    the core panels (titles by file name in ``core``) whose queries have no data now."""
+    end = time.time()
+    empty: list[str] = []
+    for filename in filenames:
+        dashboard = load_dashboards()[filename]
+        for where, expr in dashboard_exprs(dashboard):
+            query = substitute_variables(expr)
+            window = {"start": str(end - 60), "end": str(end), "step": "1"}
+            result = prom_api(prometheus.url, "query_range", query=query, **window)
+            assert result["status"] == "success", f"{filename} {where}: {result.get('error')}"
+        titles = set(core.get(filename, ()))
+        for panel in dashboard_panels(dashboard):
+            if panel["title"] not in titles:
+                continue
+            for target in panel["targets"]:
+                # Grafana's $__rate_interval grows with the time range; 5m covers the run.
+                query = substitute_variables(target["expr"], rate_interval="5m")
+                result = prom_api(prometheus.url, "query", query=query, time=str(end))
+                values = [r["value"][1] for r in result["data"]["result"]]
+                if not [v for v in values if v != "NaN"]:
+                    empty.append(f"{filename} {panel['title']!r} {target['refId']}: {query}")
+    return empty
 
 
 # --- PromQL and rule-file helpers (no parser in the Debian packages: a careful tokenizer) -----

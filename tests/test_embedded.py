@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
+from poolwatch.demo.processes import alive as _alive
 from poolwatch.embedded import EmbeddedPostgresUnavailable, start_local_postgres
 from support import skip_or_fail, until
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_stop_stops_a_server_restarted_by_start_server() -> None:

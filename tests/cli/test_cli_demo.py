@@ -19,20 +19,13 @@ import asyncpg
 import pytest
 from test_cli_size import SCRIPT
 
+from poolwatch.demo.processes import alive
 from support import PgTarget, skip_or_fail
 
 
 def demo_argv(*args: str) -> list[str]:
     base = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "poolwatch.cli"]
     return [*base, "demo", *args]
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def dsn_with_password(dsn: str) -> tuple[str, str]:

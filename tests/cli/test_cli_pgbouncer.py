@@ -15,22 +15,13 @@ from sqlalchemy import text
 from test_cli_doctor import GOOD_FLAGS, checks
 from test_cli_size import assert_one_line_error, poolwatch
 
-from pgbouncer_support import NOBODY_USER, STATS_PASSWORD, STATS_USER, PgBouncer
-
-
-async def leftover_statements(bouncer: PgBouncer) -> int:
-    """Prepared statements on all server connections of the postgres pool (held at once)."""
-    size = int(bouncer.settings["default_pool_size"])
-    conns = [await asyncpg.connect(bouncer.dsn(), statement_cache_size=0) for _ in range(size)]
-    try:
-        total = 0
-        for conn in conns:
-            await conn.execute("BEGIN")
-            total += await conn.fetchval("select count(*) from pg_prepared_statements")
-        return total
-    finally:
-        for conn in conns:
-            await conn.close()
+from pgbouncer_support import (
+    NOBODY_USER,
+    STATS_PASSWORD,
+    STATS_USER,
+    PgBouncer,
+    leftover_statements,
+)
 
 
 def test_doctor_twice_through_pgbouncer_leaves_no_prepared_statement(

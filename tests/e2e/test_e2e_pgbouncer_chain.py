@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
-import subprocess
 import sys
 import threading
 import time
@@ -32,16 +30,15 @@ import pytest
 
 from pgbouncer_support import PgBouncer, running_pgbouncer
 from prom_support import (
-    RULE_FILES,
     Process,
-    dashboard_exprs,
-    dashboard_panels,
+    active_alerts,
+    fast_rules,
     free_port,
-    http_get,
-    load_dashboards,
+    panels_without_data,
     prom_api,
+    spawn_exporter,
     start_prometheus,
-    substitute_variables,
+    wait_exporter_up,
 )
 from support import PgTarget, require_tool, until
 
@@ -217,49 +214,14 @@ def chain(pg: PgTarget, tmp_path: Path) -> Iterator[dict[str, Any]]:
 
         port = free_port()
         log_path = tmp_path / "exporter.log"
-        log = log_path.open("wb")
-        stop.callback(log.close)
-        exporter = subprocess.Popen(
-            exporter_argv(exporter_bin, pg, bouncer, port), stdout=log, stderr=subprocess.STDOUT
-        )
-
-        def stop_exporter() -> None:
-            exporter.terminate()
-            try:
-                exporter.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                exporter.kill()
-                exporter.wait(timeout=15)
-
-        stop.callback(stop_exporter)
-
-        def exporter_up() -> bool:
-            assert exporter.poll() is None, log_path.read_text()
-            with contextlib.suppress(OSError):
-                status, body = http_get(f"http://127.0.0.1:{port}/metrics", timeout=5)
-                return (
-                    status == 200
-                    and re.search(rb"^pg_up 1(\.0)?$", body, re.M) is not None
-                    and re.search(rb"^pgbouncer_up 1(\.0)?$", body, re.M) is not None
-                )
-            return False
-
-        until(
-            exporter_up,
-            timeout=60,
-            interval=0.5,
-            what="poolwatch-exporter to report pg_up 1, pgbouncer_up 1",
-        )
-
-        rules_dir = tmp_path / "rules"
-        rules_dir.mkdir()
-        for path in RULE_FILES:
-            text = re.sub(r"(?m)^(\s+for:\s*)\S+\s*$", r"\g<1>1s", path.read_text())
-            (rules_dir / path.name).write_text(text)
+        exporter = spawn_exporter(exporter_argv(exporter_bin, pg, bouncer, port), log_path, stop)
+        metrics_url = f"http://127.0.0.1:{port}/metrics"
+        wait_exporter_up(exporter, metrics_url, log_path, "pg_up", "pgbouncer_up")
+        rules = fast_rules(tmp_path / "rules")
         labels = {"pg_server": PG_SERVER}
         prom_config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(rules_dir / "*.rules.yml")],
+            "rule_files": [rules],
             "scrape_configs": [
                 {
                     "job_name": "chain-app",
@@ -283,15 +245,6 @@ def instant(prometheus: Process, query: str) -> list[dict[str, Any]]:
     assert result["status"] == "success", (query, result)
     data: list[dict[str, Any]] = result["data"]["result"]
     return data
-
-
-def active_alerts(prometheus: Process) -> dict[str, list[dict[str, Any]]]:
-    result = prom_api(prometheus.url, "alerts")
-    assert result["status"] == "success", result
-    out: dict[str, list[dict[str, Any]]] = {}
-    for alert in result["data"]["alerts"]:
-        out.setdefault(alert["labels"]["alertname"], []).append(alert)
-    return out
 
 
 def test_chain_alerts_fire_and_the_direct_budget_does_not(chain: dict[str, Any]) -> None:
@@ -352,27 +305,5 @@ def test_chain_alerts_fire_and_the_direct_budget_does_not(chain: dict[str, Any])
         assert result["status"] == "success" and result["data"]["result"] == [], (name, result)
 
     # Every query of the new dashboards evaluates; their core panels have data.
-    end = time.time()
-    empty: list[str] = []
-    for filename, panels in CORE_PANELS.items():
-        dashboard = load_dashboards()[filename]
-        for where, expr in dashboard_exprs(dashboard):
-            query = substitute_variables(expr)
-            result = prom_api(
-                prometheus.url,
-                "query_range",
-                query=query,
-                start=str(end - 60),
-                end=str(end),
-                step="1",
-            )
-            assert result["status"] == "success", f"{filename} {where}: {result.get('error')}"
-        for panel in dashboard_panels(dashboard):
-            if panel["title"] not in panels:
-                continue
-            for target in panel["targets"]:
-                query = substitute_variables(target["expr"], rate_interval="5m")
-                values = [r["value"][1] for r in instant(prometheus, query)]
-                if not [v for v in values if v != "NaN"]:
-                    empty.append(f"{filename} {panel['title']!r} {target['refId']}: {query}")
+    empty = panels_without_data(prometheus, CORE_PANELS, CORE_PANELS)
     assert not empty, "core panels without data:\n" + "\n".join(empty)

@@ -25,10 +25,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import Future
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -41,17 +39,17 @@ import yaml
 from poolwatch import metric_names
 from prom_support import (
     ALERTS_DIR,
-    RULE_FILES,
     Process,
-    dashboard_exprs,
-    dashboard_panels,
+    active_alerts,
+    fast_rules,
     free_port,
-    http_get,
     load_dashboards,
+    panels_without_data,
     prom_api,
+    spawn_exporter,
     start_alertmanager,
     start_prometheus,
-    substitute_variables,
+    wait_exporter_up,
 )
 from support import PgTarget, require_tool, until
 
@@ -349,54 +347,18 @@ def stack(pg: PgTarget, tmp_path: Path) -> Iterator[dict[str, Any]]:
         app = App(pg, max_connections)
         stop.callback(app.stop)
 
-        import subprocess
-
         exporter_port = free_port()
-        exporter_log = (tmp_path / "exporter.log").open("wb")
-        stop.callback(exporter_log.close)
-        exporter = subprocess.Popen(
-            [
-                exporter_bin,
-                "--dsn",
-                pg.dsn,
-                "--web.listen-address",
-                f"127.0.0.1:{exporter_port}",
-                "--idle-in-transaction.stale-threshold",
-                "1s",
-            ],
-            stdout=exporter_log,
-            stderr=subprocess.STDOUT,
-        )
-
-        def stop_exporter() -> None:
-            exporter.terminate()
-            try:
-                exporter.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                exporter.kill()
-                exporter.wait(timeout=15)
-
-        stop.callback(stop_exporter)
-
-        def exporter_up() -> bool:
-            assert exporter.poll() is None, (tmp_path / "exporter.log").read_text()
-            with contextlib.suppress(OSError):
-                status, body = http_get(f"http://127.0.0.1:{exporter_port}/metrics", timeout=5)
-                return status == 200 and re.search(rb"^pg_up 1(\.0)?$", body, re.M) is not None
-            return False
-
-        until(exporter_up, timeout=60, interval=0.5, what="poolwatch-exporter to report pg_up 1")
-
-        rules_dir = tmp_path / "rules"
-        rules_dir.mkdir()
-        for path in RULE_FILES:
-            # The same rules with every `for:` shortened to 1 s.
-            text = re.sub(r"(?m)^(\s+for:\s*)\S+\s*$", r"\g<1>1s", path.read_text())
-            (rules_dir / path.name).write_text(text)
+        log_path = tmp_path / "exporter.log"
+        argv = [exporter_bin, "--dsn", pg.dsn, "--web.listen-address", f"127.0.0.1:{exporter_port}",
+                "--idle-in-transaction.stale-threshold", "1s"]  # fmt: skip
+        exporter = spawn_exporter(argv, log_path, stop)
+        metrics_url = f"http://127.0.0.1:{exporter_port}/metrics"
+        wait_exporter_up(exporter, metrics_url, log_path, "pg_up")
+        rules = fast_rules(tmp_path / "rules")
         target_labels = {"pg_server": PG_SERVER}
         prom_config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(rules_dir / "*.rules.yml")],
+            "rule_files": [rules],
             "alerting": {
                 "alertmanagers": [
                     {"static_configs": [{"targets": [alertmanager.url.split("//")[1]]}]}
@@ -429,15 +391,6 @@ def stack(pg: PgTarget, tmp_path: Path) -> Iterator[dict[str, Any]]:
 
 
 # --- the test ---------------------------------------------------------------------------------
-
-
-def active_alerts(prometheus: Process) -> dict[str, list[dict[str, Any]]]:
-    result = prom_api(prometheus.url, "alerts")
-    assert result["status"] == "success", result
-    out: dict[str, list[dict[str, Any]]] = {}
-    for alert in result["data"]["alerts"]:
-        out.setdefault(alert["labels"]["alertname"], []).append(alert)
-    return out
 
 
 def test_scenario_end_to_end(stack: dict[str, Any]) -> None:
@@ -547,30 +500,7 @@ def test_scenario_end_to_end(stack: dict[str, Any]) -> None:
     assert lock_waiters_of(POOL) == {}
 
     # Every dashboard query is accepted over the scenario's data; core panels have data.
-    end = time.time()
-    empty: list[str] = []
-    for filename, dashboard in load_dashboards().items():
-        for where, expr in dashboard_exprs(dashboard):
-            query = substitute_variables(expr)
-            result = prom_api(
-                prometheus.url,
-                "query_range",
-                query=query,
-                start=str(end - 60),
-                end=str(end),
-                step="1",
-            )
-            assert result["status"] == "success", f"{filename} {where}: {result.get('error')}"
-        for panel in dashboard_panels(dashboard):
-            if panel["title"] not in CORE_PANELS.get(filename, ()):
-                continue
-            for target in panel["targets"]:
-                # Grafana's $__rate_interval grows with the time range; 5m covers the run.
-                query = substitute_variables(target["expr"], rate_interval="5m")
-                result = prom_api(prometheus.url, "query", query=query, time=str(end))
-                values = [r["value"][1] for r in result["data"]["result"]]
-                if not [v for v in values if v != "NaN"]:
-                    empty.append(f"{filename} {panel['title']!r} {target['refId']}: {query}")
+    empty = panels_without_data(prometheus, load_dashboards(), CORE_PANELS)
     assert not empty, "core panels without data:\n" + "\n".join(empty)
 
     # Alertmanager delivers them where the example config routes them, and inhibits

@@ -40,6 +40,12 @@ def with_database(dsn: str, database: str, user: str | None = None, password: st
     return urlunsplit((parts.scheme, netloc, "/" + database, parts.query, ""))
 
 
+def socket_url(dsn: str, database: str) -> str:
+    """``dsn`` (a Unix-socket URL) for ``database`` without its credentials."""
+    parts = urlsplit(with_database(dsn, database))
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, parts.query, ""))
+
+
 def socket_dir(dsn: str) -> str | None:
     """The unix socket directory of a ``?host=/dir`` DSN, if any."""
     return dict(parse_qsl(urlsplit(dsn).query)).get("host")

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+from typing import Any
 
 import asyncpg
 import pytest
@@ -24,23 +25,33 @@ def _counter(scrape: Scrape, name: str, database: str) -> float | None:
     return scrape.get(f"pg_stat_database_{name}_total", datname=database)
 
 
+async def sleep_twice(sessions: Sessions) -> None:
+    """Two sessions (application "sleepy") active in pg_sleep."""
+    for conn in await sessions.open(2, app="sleepy"):
+        sessions.background(conn.execute("SELECT pg_sleep(60)"))
+
+
+async def row_lock_waiter(sessions: Sessions) -> Any:
+    """A session (application "locks") waiting on a row lock; returns the holder, whose open
+    transaction holds the lock."""
+    holder, waiter = await sessions.open(2, app="locks")
+    await holder.execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
+    await holder.execute("BEGIN; UPDATE t SET id = 1 WHERE id = 1")
+    sessions.background(waiter.execute("UPDATE t SET id = 1 WHERE id = 1"))
+    return holder
+
+
 async def test_pg_sleep_a_client_not_reading_and_a_lock_waiter_by_wait_event(
     exporter_factory, sessions: Sessions, database: str
 ) -> None:
     exp = exporter_factory()
-    sleepers = await sessions.open(2, app="sleepy")
-    for conn in sleepers:
-        sessions.background(conn.execute("SELECT pg_sleep(60)"))
+    await sleep_twice(sessions)
     # A client that stops reading a large result: the server fills the socket, then waits.
     (reader,) = await sessions.open(1, app="slow-reader")
     reader._transport.pause_reading()  # what a worker stuck in other work looks like
     # simple query protocol: fetch() would first wait for a Parse reply it never reads
     sessions.background(reader.execute("SELECT repeat('x', 1000) FROM generate_series(1, 100000)"))
-    # A row lock waiter behind an open transaction.
-    holder, waiter = await sessions.open(2, app="locks")
-    await holder.execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
-    await holder.execute("BEGIN; UPDATE t SET id = 1 WHERE id = 1")
-    sessions.background(waiter.execute("UPDATE t SET id = 1 WHERE id = 1"))
+    holder = await row_lock_waiter(sessions)
 
     db = {"datname": database}
 
@@ -79,13 +90,8 @@ async def test_top_n_folds_rare_wait_events_into_other_under_their_type(
     exporter_factory, sessions: Sessions, database: str
 ) -> None:
     exp = exporter_factory("--labels.top-n", "1")
-    sleepers = await sessions.open(2, app="sleepy")
-    for conn in sleepers:
-        sessions.background(conn.execute("SELECT pg_sleep(60)"))
-    holder, waiter = await sessions.open(2, app="locks")
-    await holder.execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
-    await holder.execute("BEGIN; UPDATE t SET id = 1 WHERE id = 1")
-    sessions.background(waiter.execute("UPDATE t SET id = 1 WHERE id = 1"))
+    await sleep_twice(sessions)
+    holder = await row_lock_waiter(sessions)
     db = {"datname": database}
     scrape = await exp.until(
         lambda s: s.get("pg_active_sessions", **db, wait_event_type="Lock", wait_event="other") == 1

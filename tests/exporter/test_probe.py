@@ -9,12 +9,12 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode
 
 import asyncpg
 import pytest
 
-from conftest import Scrape, with_database
+from conftest import Scrape, socket_url, with_database
 from fleet_support import SUPERUSER_PASSWORD, ConnectRecorder, DebianPostgres, debian_postgres
 from poolwatch.exporter.auth_modules import ProbeConfig, parse_probe_config
 from poolwatch.exporter.probe import Prober
@@ -29,12 +29,6 @@ WRONG_PASSWORD = "definitely-not-it-7f3a"
 def pg15() -> Iterator[DebianPostgres]:
     with debian_postgres(max_connections=37) as server:
         yield server
-
-
-def socket_url(dsn: str, database: str) -> str:
-    """``dsn`` (a Unix-socket URL) for ``database`` without its credentials."""
-    parts = urlsplit(with_database(dsn, database))
-    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, parts.query, ""))
 
 
 def config(

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode
 
 import asyncpg
 import bcrypt
@@ -22,7 +22,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import Scrape, run_cli, with_database
+from conftest import Scrape, run_cli, socket_url, with_database
 from fleet_support import SUPERUSER_PASSWORD, DebianPostgres, debian_postgres
 from poolwatch.metric_names import EXPORTER_PROBE_METRICS
 from prom_support import REPO, prom_api, start_prometheus
@@ -35,11 +35,6 @@ SCRAPE_CONFIG = REPO / "deploy" / "prometheus" / "probe-scrape-config.yml"
 def pg15() -> Iterator[DebianPostgres]:
     with debian_postgres(max_connections=41) as server:
         yield server
-
-
-def socket_url(dsn: str, database: str) -> str:
-    parts = urlsplit(with_database(dsn, database))
-    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, parts.query, ""))
 
 
 def write_config(path: Path, pg: PgTarget, pg15: DebianPostgres, named_db: str) -> Path:

@@ -17,11 +17,10 @@ from collections.abc import Callable
 from typing import Any
 from uuid import uuid4
 
-import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from pgbouncer_support import PgBouncer
+from pgbouncer_support import PgBouncer, leftover_statements
 from poolwatch.sizing import PGBOUNCER_CONNECT_ARGS
 
 CLIENTS = 8
@@ -38,20 +37,6 @@ QUERIES: list[tuple[str, Callable[[int], Any], Callable[[int], Any]]] = [
         lambda i: (i * 3, "k", True),
     ),
 ]
-
-
-async def leftover_statements(bouncer: PgBouncer) -> int:
-    """Prepared statements left on PgBouncer's 2 server connections (both held at once)."""
-    conns = [await asyncpg.connect(bouncer.dsn(), statement_cache_size=0) for _ in range(2)]
-    try:
-        total = 0
-        for conn in conns:  # an open transaction pins each to its own server connection
-            await conn.execute("BEGIN")
-            total += await conn.fetchval("select count(*) from pg_prepared_statements")
-        return total
-    finally:
-        for conn in conns:
-            await conn.close()
 
 
 async def traffic(url: str, connect_args: dict[str, Any]) -> tuple[int, list[str]]:

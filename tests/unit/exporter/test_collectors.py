@@ -80,6 +80,12 @@ def get(found: dict[Any, float], name: str, **labels: str) -> float | None:
     return found.get((name, tuple(sorted(labels.items()))))
 
 
+def sessions(found: dict[Any, float], datname: str, usename: str, app: str, state: str) -> Any:
+    """The pg_sessions sample of one (database, role, application, state)."""
+    labels = {"datname": datname, "usename": usename, "application_name": app, "state": state}
+    return get(found, "pg_sessions", **labels)
+
+
 def run(collector: Any, snapshot: PgSnapshot) -> dict[Any, float]:
     return samples(collector.collect(snapshot, snapshot.fold))
 
@@ -105,40 +111,10 @@ def test_sessions_by_labels_with_folding_hidden_and_backends() -> None:
         top_n=2,
     )
     found = run(SessionsCollector(), snap)
-    assert (
-        get(
-            found,
-            "pg_sessions",
-            datname="shop",
-            usename="app",
-            application_name="web",
-            state="idle",
-        )
-        == 5
-    )
+    assert sessions(found, "shop", "app", "web", "idle") == 5
     # top 2 applications by sessions are web (7) and psql (4): cron folds into "other"
-    assert (
-        get(
-            found,
-            "pg_sessions",
-            datname="shop",
-            usename="app",
-            application_name="other",
-            state="idle",
-        )
-        == 1
-    )
-    assert (
-        get(
-            found,
-            "pg_sessions",
-            datname="shop",
-            usename="other_role",
-            application_name="psql",
-            state="unknown",
-        )
-        == 4
-    )
+    assert sessions(found, "shop", "app", "other", "idle") == 1
+    assert sessions(found, "shop", "other_role", "psql", "unknown") == 4
     assert sum(v for (n, _), v in found.items() if n == "pg_sessions") == 12
     assert get(found, "pg_backends", backend_type=CLIENT) == 12
     assert get(found, "pg_backends", backend_type="autovacuum launcher") == 1
@@ -247,28 +223,8 @@ def test_a_degraded_row_is_named_from_the_last_complete_one() -> None:
     )
     assert degraded.degraded
     found = run(SessionsCollector(), degraded)
-    assert (
-        get(
-            found,
-            "pg_sessions",
-            datname="shop",
-            usename="app",
-            application_name="web",
-            state="idle",
-        )
-        == 3
-    )
-    assert (
-        get(
-            found,
-            "pg_sessions",
-            datname="oid:99",
-            usename="app",
-            application_name="web",
-            state="idle",
-        )
-        == 1
-    )
+    assert sessions(found, "shop", "app", "web", "idle") == 3
+    assert sessions(found, "oid:99", "app", "web", "idle") == 1
     locks = run(LocksCollector(), degraded)
     assert get(locks, "pg_lock_waiting_sessions", datname="shop") == 2
 
@@ -310,17 +266,7 @@ def test_runner_isolates_a_raising_collector_and_logs_per_transition(
     assert get(found, "poolwatch_exporter_collector_success", collector="sessions") == 1
     assert get(found, "poolwatch_exporter_collector_duration_seconds", collector="broken") >= 0
     assert get(found, "pg_max_connections") is None  # its partial output is dropped
-    assert (
-        get(
-            found,
-            "pg_sessions",
-            datname="shop",
-            usename="app",
-            application_name="web",
-            state="idle",
-        )
-        == 2
-    )
+    assert sessions(found, "shop", "app", "web", "idle") == 2
     failed = [r for r in caplog.records if "collector failed" in r.getMessage()]
     assert len(failed) == 1  # once, not once per scrape
     broken.collect = ConnectionsCollector().collect  # type: ignore[method-assign]
