@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from poolwatch.demo.processes import alive as _alive
 from poolwatch.embedded import EmbeddedPostgresUnavailable, start_local_postgres
+from poolwatch.pids import pid_exists as _alive
 from support import skip_or_fail, until
 
 

@@ -19,7 +19,7 @@ import asyncpg
 import pytest
 from test_cli_size import SCRIPT
 
-from poolwatch.demo.processes import alive
+from poolwatch.pids import pid_exists as alive
 from support import PgTarget, skip_or_fail
 
 

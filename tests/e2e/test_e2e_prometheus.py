@@ -41,6 +41,7 @@ from prom_support import (
     ALERTS_DIR,
     Process,
     active_alerts,
+    dashboard_panels,
     fast_rules,
     free_port,
     load_dashboards,
@@ -49,6 +50,7 @@ from prom_support import (
     spawn_exporter,
     start_alertmanager,
     start_prometheus,
+    substitute_variables,
     wait_exporter_up,
 )
 from support import PgTarget, require_tool, until
@@ -487,16 +489,13 @@ def test_scenario_end_to_end(stack: dict[str, Any]) -> None:
         result = prom_api(prometheus.url, "query", query=query)["data"]["result"]
         return {r["metric"]["application_name"]: r["value"][1] for r in result}
 
-    expected, seen = {f"{APP_NAME}/{WAITERS}": "3"}, [{}]
-
-    def three_waiters() -> bool:
-        seen.append(lock_waiters_of(WAITERS))
-        return seen[-1] == expected
-
-    try:
-        wait_until(three_waiters, 30, what="the per-pool lock-wait query")
-    except AssertionError:
-        pytest.fail(f"per-pool lock waits read {seen[-1]}, expected {expected}: {by_pool}")
+    until(
+        lambda: lock_waiters_of(WAITERS),
+        equals={f"{APP_NAME}/{WAITERS}": "3"},
+        timeout=30,
+        interval=0.5,
+        what=f"the per-pool lock-wait query to read the three waiters: {by_pool}",
+    )
     assert lock_waiters_of(POOL) == {}
 
     # Every dashboard query is accepted over the scenario's data; core panels have data.
