@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import Scrape, run_cli, socket_url, with_database
 from fleet_support import SUPERUSER_PASSWORD, DebianPostgres, debian_postgres
-from poolwatch.metric_names import EXPORTER_PROBE_METRICS
+from poolwatch.metric_names import EXPORTER_AUTH_METRICS, EXPORTER_PROBE_METRICS
 from prom_support import REPO, prom_api, start_prometheus
 from support import PgTarget, until
 
@@ -134,10 +134,11 @@ def test_probe_only_exporter_behind_basic_auth(
         assert own.get("poolwatch_exporter_probe_connections") == 2.0
         assert own.get("poolwatch_exporter_probe_refused_total", reason="not_allowed") == 1.0
         assert own.get("pg_up") is None
-        # exactly the probe side's contract: names, types, HELP, labels
+        # exactly the probe side's contract (and basic auth's): names, types, HELP, labels
         served = {f.name: f for f in text_string_to_metric_families(body)}
-        assert set(served) == {s.name.removesuffix("_total") for s in EXPORTER_PROBE_METRICS}
-        for spec in EXPORTER_PROBE_METRICS:
+        contract = (*EXPORTER_PROBE_METRICS, *EXPORTER_AUTH_METRICS)
+        assert set(served) == {s.name.removesuffix("_total") for s in contract}
+        for spec in contract:
             fam = served[spec.name.removesuffix("_total")]
             assert (fam.type, fam.documentation) == (spec.type, spec.help), spec.name
             assert all(set(x.labels) == set(spec.labels) for x in fam.samples), spec.name
