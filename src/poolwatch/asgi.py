@@ -131,16 +131,24 @@ async def _respond(
 
 
 class RouteMiddleware:
-    """ASGI middleware: leak reports name the route (template, never the raw path).
+    """ASGI middleware: per-route pool metrics, and leak reports that name the route.
 
-    It records nothing on its own and costs one context-variable set per request. When the
-    request ends it lets go of the scope, so a connection the application forgot (parked on
-    ``request.state``, say) can still be garbage collected and given back to the pool.
+    With it, every instrumented pool of the process also exports, by route template
+    (``route="GET /items/{item_id}"``, never the raw path), the checkout wait
+    (``sqlalchemy_pool_route_checkout_duration_seconds``), the hold time
+    (``sqlalchemy_pool_route_hold_duration_seconds``) and the connections held now
+    (``sqlalchemy_pool_route_checked_out``). Routes are bounded (``instrument(route_limit=)``,
+    later ones fold into ``route="other"``); a checkout outside any request is
+    ``route="none"``, one in a request no route matched ``route="unmatched"``.
+
+    It costs one context-variable set per request. When the request ends it lets go of the
+    scope, so a connection the application forgot (parked on ``request.state``, say) can
+    still be garbage collected and given back to the pool.
     """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        route_tracking.enabled = True
+        route_tracking.enable()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

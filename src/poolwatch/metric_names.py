@@ -153,6 +153,34 @@ POOL_THROUGH_PGBOUNCER = MetricSpec(
     (POOL_LABEL,),
 )
 
+# With poolwatch.RouteMiddleware: per route template (bounded: instrument(route_limit=),
+# then route="other"; "none" outside any request, "unmatched" before/without a route match).
+ROUTE_LABEL = "route"
+POOL_ROUTE_CHECKOUT_DURATION = MetricSpec(
+    "sqlalchemy_pool_route_checkout_duration_seconds",
+    "histogram",
+    "Time from asking the pool for a connection to holding one, by the route template "
+    "that asked (failed attempts included).",
+    (POOL_LABEL, ROUTE_LABEL),
+)
+POOL_ROUTE_HOLD_DURATION = MetricSpec(
+    "sqlalchemy_pool_route_hold_duration_seconds",
+    "histogram",
+    "Time a connection stayed checked out, by the route template that checked it out.",
+    (POOL_LABEL, ROUTE_LABEL),
+)
+POOL_ROUTE_CHECKED_OUT = MetricSpec(
+    "sqlalchemy_pool_route_checked_out",
+    "gauge",
+    "Connections lent out now, by the route template that checked them out.",
+    (POOL_LABEL, ROUTE_LABEL),
+)
+ROUTE_METRICS: tuple[MetricSpec, ...] = (
+    POOL_ROUTE_CHECKOUT_DURATION,
+    POOL_ROUTE_HOLD_DURATION,
+    POOL_ROUTE_CHECKED_OUT,
+)
+
 INSTRUMENTATION_METRICS: tuple[MetricSpec, ...] = (
     POOL_SIZE,
     POOL_MAX_OVERFLOW,

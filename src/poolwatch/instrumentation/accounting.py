@@ -5,10 +5,11 @@ Every checkout and checkin of the application runs through the two functions bui
 and close over what that configuration fixes, the way structlog's
 ``_make_filtering_bound_logger`` builds its methods: the stats objects, the lock (None for
 an asyncio pool: one event-loop thread), the observers, the fork check, the leak
-threshold and how a holder is captured. A branch on a closure constant costs two
-bytecodes; the attribute reads and the extra call it replaces cost more. The tracker
-rebuilds them (:meth:`PoolTracker.specialise`) whenever one of those inputs changes: an
-observer added or removed, a fork check armed or cleared, fresh stats after fork.
+threshold, how a holder is captured and whether routes are tracked (RouteMiddleware).
+A branch on a closure constant costs two bytecodes; the attribute reads and the extra
+call it replaces cost more. The tracker rebuilds them (:meth:`PoolTracker.specialise`)
+whenever one of those inputs changes: an observer added or removed, a fork check armed or
+cleared, fresh stats after fork, the first RouteMiddleware built.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from threading import current_thread
 from time import time
 from typing import TYPE_CHECKING, Any
 
-from poolwatch.instrumentation.context import current_route, route_tracking
+from poolwatch.instrumentation.context import current_request, route_tracking
 from poolwatch.instrumentation.exemplars import trace_labels
+from poolwatch.instrumentation.routes import NO_REQUEST, UNMATCHED
 
 if TYPE_CHECKING:
     from poolwatch.instrumentation.tracker import PoolTracker
@@ -62,6 +64,12 @@ def specialise(tracker: PoolTracker) -> tuple[CheckoutFn, CheckinFn]:
     report_leak = tracker.report_leak
     internal_error = tracker.internal_error
     exemplar_min = EXEMPLAR_MIN_SECONDS
+    # Per-route series, with RouteMiddleware (routes.py): the table's dict read directly.
+    per_route = route_tracking.enabled
+    route_table = stats.routes
+    route_entry = route_table.by_route.get
+    add_route = route_table.add
+    request_var = current_request.get
 
     def checkout_succeeded(record: Any, started: float, now: float) -> None:
         waited = now - started
@@ -87,6 +95,23 @@ def specialise(tracker: PoolTracker) -> tuple[CheckoutFn, CheckinFn]:
                         checkout_exemplars[index] = (exemplar, waited, time())
                 checkout_hist.sum += waited
                 active[record] = now
+                if per_route:
+                    request = request_var()
+                    if request is None:
+                        route = None
+                        key = NO_REQUEST
+                    else:
+                        route = request.route
+                        if route is None:
+                            route = request.match()  # None until the router has matched
+                        key = UNMATCHED if route is None else route
+                    entry = route_entry(key)
+                    if entry is None:
+                        entry = add_route(key)
+                    entry.checkout.observe(waited)
+                    # checkin finds the entry here; leak reports name the route from here
+                    record._poolwatch_routestats = entry
+                    record._poolwatch_route = route
                 if capture_sites:
                     # Who holds it: the running task (read from asyncio's own table before
                     # Python 3.12: a frame less than asyncio.current_task()), else the thread.
@@ -101,8 +126,6 @@ def specialise(tracker: PoolTracker) -> tuple[CheckoutFn, CheckinFn]:
                     if holder is None:  # no task: a loop callback, or no loop at all
                         holder = current_thread()
                     record._poolwatch_site = holder
-                    if route_tracking.enabled:
-                        record._poolwatch_route = current_route()
                     if leaked:
                         # a record is reused: a leak flag left by a racing scan must not
                         # hide this checkout's own leak
@@ -129,6 +152,11 @@ def specialise(tracker: PoolTracker) -> tuple[CheckoutFn, CheckinFn]:
                 index = 0 if held <= hold_first else bisect_left(hold_bounds, held)
                 hold_counts[index] += 1
                 hold_hist.sum += held
+                if per_route:
+                    # (None: checked out before the first RouteMiddleware was built)
+                    entry = getattr(record, "_poolwatch_routestats", None)
+                    if entry is not None:
+                        entry.hold.observe(held)
             finally:
                 if lock is not None:
                     lock.release()
@@ -159,7 +187,8 @@ def site_of(record: Any) -> Site | None:
     Kept on the pool's connection record itself (SQLAlchemy's records have a
     ``__dict__``): an attribute store costs a third of a dict entry added and removed. The
     holder and the route are two attributes, not one tuple: without RouteMiddleware a
-    checkout stores just the holder, and allocates nothing.
+    checkout stores just the holder, and allocates nothing. (With it, the route is stored
+    at every checkout, leak detection or not: the per-route series need it anyway.)
     """
     holder: object | None = getattr(record, "_poolwatch_site", None)
     if holder is None:

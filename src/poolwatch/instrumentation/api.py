@@ -22,6 +22,7 @@ from poolwatch.instrumentation.prometheus import (
     collector_for,
     release_collector,
 )
+from poolwatch.instrumentation.routes import DEFAULT_ROUTE_LIMIT, RouteTable
 from poolwatch.instrumentation.stats import PoolStats
 from poolwatch.instrumentation.tracker import PoolTracker
 
@@ -117,6 +118,7 @@ def instrument(
     prometheus: bool = True,
     application_name: str | bool = False,
     through_pgbouncer: bool = False,
+    route_limit: int = DEFAULT_ROUTE_LIMIT,
 ) -> PoolInstrumentation:
     """Export the connection pool of ``engine`` (an ``AsyncEngine`` or ``Engine``).
 
@@ -152,6 +154,9 @@ def instrument(
             ``sqlalchemy_pool_through_pgbouncer`` 1 (else 0): the alert rules then budget
             this pool against PgBouncer's ``max_client_conn`` instead of PostgreSQL's
             ``max_connections`` (docs/dashboards.md, "PgBouncer").
+        route_limit: with :class:`poolwatch.RouteMiddleware`, how many route templates get
+            their own ``sqlalchemy_pool_route_*`` series; later ones share ``route="other"``
+            (besides ``route="none"``, outside any request, and ``"unmatched"``).
 
     Returns:
         A :class:`PoolInstrumentation` handle; ``handle.close()`` undoes everything.
@@ -173,6 +178,12 @@ def instrument(
             raise ValueError("leak_threshold must be a positive number of seconds (or None)")
     if leak_callsite not in ("holder", "checkout"):
         raise ValueError('leak_callsite must be "holder" or "checkout"')
+    if isinstance(route_limit, bool) or not isinstance(route_limit, int):
+        raise TypeError(
+            f"route_limit must be a whole number of routes (e.g. 20), got {route_limit!r}"
+        )
+    if route_limit < 1:
+        raise ValueError(f"route_limit must be at least 1, got {route_limit}")
     registry = REGISTRY if registry is None else registry
     if not prometheus and meter_provider is None:
         raise ValueError("prometheus=False needs a meter_provider (nothing would be exported)")
@@ -210,7 +221,11 @@ def instrument(
             label = f"{label}#{suffix}"
         tracker = PoolTracker(
             sync_engine,
-            PoolStats(label, through_pgbouncer=bool(through_pgbouncer)),
+            PoolStats(
+                label,
+                through_pgbouncer=bool(through_pgbouncer),
+                routes=RouteTable(route_limit),
+            ),
             leak_threshold=leak_threshold,
             exact_callsites=leak_callsite == "checkout",
         )

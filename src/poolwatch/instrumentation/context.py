@@ -13,18 +13,29 @@ application forgot from ever being garbage collected and given back to the pool.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import MutableMapping
 from contextvars import ContextVar
 from typing import Any
 
 
 class RequestScope:
-    """The ASGI scope of the request being served, until it ends (then None)."""
+    """The ASGI scope of the request being served, until it ends (then None), and its
+    ``"METHOD /template"`` once the router has matched it (cached: one formatting per
+    request, not per checkout)."""
 
-    __slots__ = ("scope",)
+    __slots__ = ("route", "scope")
 
     def __init__(self, scope: MutableMapping[str, Any]) -> None:
         self.scope: MutableMapping[str, Any] | None = scope
+        self.route: str | None = None
+
+    def match(self) -> str | None:
+        """The route template, remembered once the router has written it into the scope."""
+        route = route_of(self.scope)
+        if route is not None:
+            self.route = route
+        return route
 
 
 current_request: ContextVar[RequestScope | None] = ContextVar(
@@ -34,16 +45,32 @@ current_request: ContextVar[RequestScope | None] = ContextVar(
 
 class RouteTracking:
     """Whether any RouteMiddleware exists in this process: until one does, checkouts skip
-    naming the route (a context-variable read, ~700 instructions).
+    naming the route (a context-variable read, ~700 instructions) and keep no per-route
+    series.
 
-    One instance, :data:`route_tracking`: an instance attribute with ``__slots__`` is the
-    cheapest flag the hot path can read (a class attribute is not specialised before 3.12).
+    One instance, :data:`route_tracking`. The accounting reads ``enabled`` when it is
+    built (accounting.specialise), so the path without the middleware pays a branch on a
+    closure constant; :meth:`enable` rebuilds the accounting of every live pool, because
+    Starlette builds its middleware at the first request, after ``instrument()``.
     """
 
-    __slots__ = ("enabled",)
+    __slots__ = ("_watchers", "enabled")
 
     def __init__(self) -> None:
         self.enabled = False
+        self._watchers: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def watch(self, tracker: Any) -> None:
+        """Call ``tracker.specialise()`` when route tracking is switched on (or off)."""
+        self._watchers.add(tracker)
+
+    def enable(self, enabled: bool = True) -> None:
+        """Switch per-route accounting on (off: for tests) and rebuild every live pool's."""
+        if self.enabled == enabled:
+            return
+        self.enabled = enabled
+        for tracker in list(self._watchers):
+            tracker.specialise()
 
 
 route_tracking = RouteTracking()
@@ -52,7 +79,9 @@ route_tracking = RouteTracking()
 def current_route() -> str | None:
     """``"METHOD /template"`` of the request being served, or None outside a request."""
     request = current_request.get()
-    return None if request is None else route_of(request.scope)
+    if request is None:
+        return None
+    return request.route if request.route is not None else request.match()
 
 
 def route_of(scope: MutableMapping[str, Any] | None) -> str | None:

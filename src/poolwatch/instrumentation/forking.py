@@ -28,7 +28,6 @@ import weakref
 from typing import TYPE_CHECKING, Any, Protocol
 
 from poolwatch.instrumentation.flusher import flusher
-from poolwatch.instrumentation.stats import PoolStats
 
 if TYPE_CHECKING:
     from sqlalchemy.pool import Pool
@@ -116,7 +115,7 @@ class InheritedPoolCheck:
 
 def reset_tracker_in_child(tracker: PoolTracker, parent_pid: int) -> None:
     """Fresh stats for the child; arm the inherited-connections warning if needed."""
-    tracker.stats = PoolStats(tracker.stats.name)  # with a fresh (unheld) lock
+    tracker.stats = tracker.stats.fresh()  # with a fresh (unheld) lock
     pool = tracker.pool
     connections = open_connections(pool)
     if pool is not None and connections > 0:

@@ -28,6 +28,7 @@ from poolwatch.instrumentation.hooks import waiting_callers
 from poolwatch.instrumentation.stats import (
     COUNTER_FIELDS,
     HISTOGRAM_FIELDS,
+    ROUTE_HISTOGRAM_FIELDS,
     Histogram,
     StatsSnapshot,
 )
@@ -106,14 +107,16 @@ class PoolCollector:
 
     def describe(self) -> Iterable[Metric]:
         """Metric families this collector owns (so registries can detect clashes)."""
-        for spec in m.INSTRUMENTATION_METRICS:
+        for spec in (*m.INSTRUMENTATION_METRICS, *m.ROUTE_METRICS):
             yield _family(spec)
 
     def collect(self) -> Iterator[Metric]:
         """One family per metric, one sample set per live pool."""
         with self._lock:
             trackers = [t for t in self._trackers.values() if t.engine is not None]
-        families: dict[str, Any] = {spec.name: _family(spec) for spec in m.INSTRUMENTATION_METRICS}
+        families: dict[str, Any] = {
+            spec.name: _family(spec) for spec in (*m.INSTRUMENTATION_METRICS, *m.ROUTE_METRICS)
+        }
         now = perf_counter()
         for tracker in trackers:
             try:
@@ -149,6 +152,11 @@ def _add_stats(families: dict[str, Any], labels: list[str], snap: StatsSnapshot)
         invalidations.add_metric([*labels, reason], snap.invalidations.get(reason, 0))
     for spec, attr in HISTOGRAM_FIELDS:
         _histogram(families[spec.name], labels, getattr(snap, attr))
+    for route in snap.routes:  # with RouteMiddleware only
+        route_labels = [*labels, route.route]
+        families[m.POOL_ROUTE_CHECKED_OUT.name].add_metric(route_labels, route.checked_out)
+        for spec, attr in ROUTE_HISTOGRAM_FIELDS:
+            _histogram(families[spec.name], route_labels, getattr(route, attr))
 
 
 _collectors: weakref.WeakKeyDictionary[CollectorRegistry, PoolCollector] = (

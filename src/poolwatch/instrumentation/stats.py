@@ -9,62 +9,12 @@ it when they are asked, so the application never pays for exposition.
 from __future__ import annotations
 
 import threading
-from bisect import bisect_left
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from poolwatch import metric_names as m
-from poolwatch.metric_names import DURATION_BUCKETS
-
-
-class Histogram:
-    """A fixed-bucket histogram: per-bucket counts (not cumulative), sum and count.
-
-    Not thread-safe on its own: :class:`PoolStats` calls it under its lock.
-    """
-
-    __slots__ = ("bounds", "counts", "exemplars", "first", "sum")
-
-    def __init__(self, bounds: Sequence[float] = DURATION_BUCKETS) -> None:
-        self.bounds: tuple[float, ...] = tuple(bounds)
-        # Most observations land in the first bucket (sub-100-us checkouts): the hot path
-        # compares against it before paying for a bisect call.
-        self.first = self.bounds[0]
-        self.counts: list[int] = [0] * (len(self.bounds) + 1)  # last one is +Inf
-        self.sum = 0.0
-        # Latest exemplar per bucket: (labels, value, unix timestamp) or None.
-        self.exemplars: list[tuple[dict[str, str], float, float] | None] = [None] * len(self.counts)
-
-    def observe(self, value: float) -> int:
-        """Add one observation; returns the index of the bucket it landed in."""
-        index = 0 if value <= self.first else bisect_left(self.bounds, value)
-        self.counts[index] += 1
-        self.sum += value
-        return index
-
-    def cumulative(self) -> list[tuple[str, int]]:
-        """``[(le, cumulative count), ...]`` ending with ``("+Inf", count)``."""
-        out: list[tuple[str, int]] = []
-        running = 0
-        for bound, n in zip((*self.bounds, float("inf")), self.counts, strict=True):
-            running += n
-            out.append(("+Inf" if bound == float("inf") else _fmt(bound), running))
-        return out
-
-    def copy(self) -> Histogram:
-        """A snapshot (taken under the owner's lock)."""
-        other = Histogram.__new__(Histogram)
-        other.bounds = self.bounds
-        other.first = self.first
-        other.counts = list(self.counts)
-        other.sum = self.sum
-        other.exemplars = list(self.exemplars)
-        return other
-
-
-def _fmt(bound: float) -> str:
-    return repr(float(bound))
+from poolwatch.instrumentation.histogram import Histogram as Histogram  # re-exported
+from poolwatch.instrumentation.routes import RouteSnapshot, RouteTable
 
 
 @dataclass
@@ -82,6 +32,8 @@ class StatsSnapshot:
     hold_duration: Histogram
     connect_duration: Histogram
     oldest_checkout_age: float
+    # Per-route series (with RouteMiddleware; empty without it).
+    routes: tuple[RouteSnapshot, ...] = ()
 
 
 # Which StatsSnapshot attribute each counter and histogram is exported from (the scrape-time
@@ -97,6 +49,11 @@ HISTOGRAM_FIELDS: tuple[tuple[m.MetricSpec, str], ...] = (
     (m.POOL_CHECKOUT_DURATION, "checkout_duration"),
     (m.POOL_HOLD_DURATION, "hold_duration"),
     (m.POOL_CONNECT_DURATION, "connect_duration"),
+)
+# Which RouteSnapshot attribute each per-route histogram is exported from.
+ROUTE_HISTOGRAM_FIELDS: tuple[tuple[m.MetricSpec, str], ...] = (
+    (m.POOL_ROUTE_CHECKOUT_DURATION, "checkout_duration"),
+    (m.POOL_ROUTE_HOLD_DURATION, "hold_duration"),
 )
 
 
@@ -130,6 +87,8 @@ class PoolStats:
     # With leak detection, the ones already reported as leaks. (Who holds each connection
     # is kept on its record: tracker.site_of.)
     leaked: set[Any] = field(default_factory=set)
+    # With RouteMiddleware: checkout-wait and hold histograms by route (routes.py).
+    routes: RouteTable = field(default_factory=RouteTable)
 
     def successful_checkouts(self) -> int:
         """Checkouts that got a connection (call with ``lock`` held)."""
@@ -159,7 +118,17 @@ class PoolStats:
                 hold_duration=hold_duration,
                 connect_duration=self.connect_duration.copy(),
                 oldest_checkout_age=0.0 if oldest is None else max(0.0, now - oldest),
+                routes=self.routes.snapshot(list(self.active)),
             )
+
+    def fresh(self) -> PoolStats:
+        """Zeroed stats with this pool's configuration (name, through_pgbouncer, route
+        limit), for a forked child."""
+        return PoolStats(
+            self.name,
+            through_pgbouncer=self.through_pgbouncer,
+            routes=RouteTable(self.routes.limit),
+        )
 
     def count_invalidation(self, reason: str) -> None:
         """One more invalidation for ``reason``."""

@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, Any
 from poolwatch.instrumentation import accounting
 from poolwatch.instrumentation.accounting import CheckinFn, CheckoutFn, Site, site_of
 from poolwatch.instrumentation.callsite import capture_callsite, capture_holder, describe_holder
+from poolwatch.instrumentation.context import route_tracking
 from poolwatch.instrumentation.exemplars import trace_labels
+from poolwatch.instrumentation.routes import current_key
 from poolwatch.instrumentation.stats import PoolStats
 
 if TYPE_CHECKING:
@@ -104,6 +106,7 @@ class PoolTracker:
         # Every pool attached to this tracker and still alive: the engine's current one
         # and those ``dispose()`` replaced while connections or waiters were still on them.
         self.pools: weakref.WeakSet[Pool] = weakref.WeakSet()
+        route_tracking.watch(self)  # the first RouteMiddleware rebuilds the accounting
         self.specialise()
 
     # --- what the exporters read --------------------------------------------------------
@@ -158,7 +161,8 @@ class PoolTracker:
     def specialise(self) -> None:
         """(Re)build :attr:`checkout_succeeded` and :attr:`checked_in` for the current
         configuration (see accounting.py). Call it after replacing anything they close
-        over: the stats or their histograms, the observers, the fork check."""
+        over: the stats or their histograms, the observers, the fork check, route
+        tracking (done by :meth:`RouteTracking.enable`)."""
         self.checkout_succeeded, self.checked_in = accounting.specialise(self)
 
     # --- hot path -----------------------------------------------------------------------
@@ -172,6 +176,8 @@ class PoolTracker:
             with stats.lock:
                 index = stats.checkout_duration.observe(elapsed)
                 stats.failed_checkouts += 1
+                if route_tracking.enabled:  # a failed wait counts for its route too
+                    stats.routes.add(current_key()[1]).checkout.observe(elapsed)
                 if exemplar is not None:
                     stats.checkout_duration.exemplars[index] = (exemplar, elapsed, time())
             if self.observers:
