@@ -5,7 +5,8 @@ gunicorn --preload that import happens in the master, before fork). Connections 
 ``application_name = <PW_TEST_TAG>-<worker pid>`` so pg_stat_activity can be counted per
 worker. ``/hold?n=K`` checks out K connections and keeps them until ``/release``; ``/timeout`` fills
 its worker's pool and times one more checkout out (``PW_TEST_POOL_TIMEOUT`` seconds, default
-10), then gives everything back. ``PW_TEST_LEAK_THRESHOLD`` (seconds) turns leak detection on.
+10), then gives everything back. ``PW_TEST_LEAK_THRESHOLD`` (seconds) turns leak detection on,
+``PW_TEST_ROUTES=1`` adds RouteMiddleware (per-route series).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ poolwatch.instrument(engine, name="app", leak_threshold=LEAK_THRESHOLD)
 
 app = FastAPI()
 app.add_route("/metrics", poolwatch.metrics_app())
+if os.environ.get("PW_TEST_ROUTES") == "1":
+    app.add_middleware(poolwatch.RouteMiddleware)
 HELD: list[AsyncConnection] = []
 
 

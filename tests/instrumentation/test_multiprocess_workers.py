@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from support import PgTarget, skip_or_fail, until
 from workers_support import (
@@ -154,3 +155,54 @@ def test_multiprocess_true_without_the_directory_is_a_clear_error(pg: PgTarget) 
     with pytest.raises(ValueError, match="PROMETHEUS_MULTIPROC_DIR"):
         poolwatch.instrument(engine, multiprocess=True)
     engine.dispose()
+
+
+def route_samples(server: Server) -> dict[tuple[str, str], float]:
+    """(sample name, route) -> value of pool "app"'s per-route series in one scrape."""
+    out: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(server.get("/metrics")):
+        for s in family.samples:
+            if s.labels.get("pool") == "app" and "route" in s.labels and "le" not in s.labels:
+                out[(s.name, s.labels["route"])] = s.value
+    return out
+
+
+def test_route_series_sum_over_workers(pg: PgTarget, tmp_path: Path) -> None:
+    srv = Server("uvicorn", pg, tmp_path, extra_env={"PW_TEST_ROUTES": "1"})
+    try:
+        wait_for("uvicorn to serve", lambda: srv.get("/pool"), deadline=30)
+        truth: dict[int, dict[str, int]] = {}
+        holds = [1, 2, 3, 1, 2]
+        for n in holds:
+            state = srv.get(f"/hold?n={n}")
+            truth[state["pid"]] = state
+        total = sum(holds)
+        held = ("sqlalchemy_pool_route_checked_out", "GET /hold")
+        count = ("sqlalchemy_pool_route_checkout_duration_seconds_count", "GET /hold")
+        returned = ("sqlalchemy_pool_route_hold_duration_seconds_count", "GET /hold")
+        want = {held: total, count: total, returned: 0}
+        wait_for(
+            "per-route series to converge",
+            lambda: all(route_samples(srv).get(k) == v for k, v in want.items()),
+        )
+
+        holders = set(truth)
+
+        # Give every worker's connections back (a request lands on any worker).
+        def released() -> bool:
+            state = srv.get("/release")
+            truth[state["pid"]] = state
+            return all(truth[pid]["held"] == 0 for pid in holders)
+
+        wait_for("every worker to give its connections back", released)
+        want = {held: 0, count: total, returned: total}
+        wait_for(
+            "per-route series after release",
+            lambda: all(route_samples(srv).get(k) == v for k, v in want.items()),
+        )
+        for _ in range(3):  # whichever worker answers
+            samples = route_samples(srv)
+            assert all(samples.get(k) == v for k, v in want.items()), samples
+            assert {route for _, route in samples} == {"GET /hold"}
+    finally:
+        srv.stop()

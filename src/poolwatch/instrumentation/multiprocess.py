@@ -20,7 +20,10 @@ Gauge aggregation across processes (``multiprocess_mode``):
   waiting (the busiest worker, which the sums hide).
 
 Every counter and histogram series of a pool is written at 0 when it is instrumented, so
-the first event is an increase Prometheus can see.
+the first event is an increase Prometheus can see. Per-route series (RouteMiddleware) appear
+with their route's first checkout; the connections a route holds now are ``livesum``.
+The prometheus_client metrics and the delta writes live in
+:mod:`~poolwatch.instrumentation.multiprocess_metrics`.
 
 Live gauges of a dead worker disappear only through
 ``prometheus_client.multiprocess.mark_process_dead(pid)``: gunicorn's ``child_exit`` hook,
@@ -38,9 +41,8 @@ import os
 import re
 import threading
 from time import perf_counter
-from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
+from prometheus_client import CollectorRegistry, values
 
 from poolwatch import metric_names as m
 from poolwatch.instrumentation import archive
@@ -51,29 +53,15 @@ from poolwatch.instrumentation.archive import (
     remove_dead_live_gauges,
 )
 from poolwatch.instrumentation.flusher import flusher
+from poolwatch.instrumentation.multiprocess_metrics import RouteSeries, add_histogram, get_metrics
 from poolwatch.instrumentation.prometheus import pool_gauges
 from poolwatch.instrumentation.stats import COUNTER_FIELDS, HISTOGRAM_FIELDS, StatsSnapshot
-from poolwatch.instrumentation.stats import Histogram as StatsHistogram
 from poolwatch.instrumentation.tracker import PoolTracker
 
 logger = logging.getLogger("poolwatch")
 
 ENV_VAR = "PROMETHEUS_MULTIPROC_DIR"
 
-_GAUGE_MODES: dict[str, str] = {
-    m.POOL_SIZE.name: "livesum",
-    m.POOL_MAX_OVERFLOW.name: "livesum",
-    m.POOL_CHECKED_OUT.name: "livesum",
-    m.POOL_IDLE.name: "livesum",
-    m.POOL_OVERFLOW.name: "livesum",
-    m.POOL_WAITING.name: "livesum",
-    m.POOL_TIMEOUT_SECONDS.name: "livemax",
-    m.POOL_OLDEST_CHECKOUT_SECONDS.name: "livemax",
-    m.POOL_WORKER_MAX_UTILIZATION.name: "livemax",
-    m.POOL_WORKER_MAX_CHECKED_OUT.name: "livemax",
-    m.POOL_WORKER_MAX_WAITING.name: "livemax",
-    m.POOL_THROUGH_PGBOUNCER.name: "livemax",
-}
 _COUNTERS = {spec.name: attr for spec, attr in COUNTER_FIELDS}
 _HISTOGRAMS = {spec.name: attr for spec, attr in HISTOGRAM_FIELDS}
 
@@ -143,70 +131,6 @@ def _log_directory_problem(problem: str) -> None:
         logger.error("pool metrics are not written: %s", problem)
 
 
-class _Metrics:
-    """This process's prometheus_client metrics (mmap-backed), created once."""
-
-    def __init__(self) -> None:
-        specs = {spec.name: spec for spec in m.INSTRUMENTATION_METRICS}
-        self.gauges: dict[str, Gauge] = {
-            name: Gauge(
-                name,
-                specs[name].help,
-                list(specs[name].labels),
-                registry=None,
-                multiprocess_mode=mode,  # type: ignore[arg-type]
-            )
-            for name, mode in _GAUGE_MODES.items()
-        }
-        self.counters: dict[str, Counter] = {
-            name: Counter(name, specs[name].help, list(specs[name].labels), registry=None)
-            for name in _COUNTERS
-        }
-        inv = m.POOL_INVALIDATIONS
-        self.invalidations = Counter(inv.name, inv.help, list(inv.labels), registry=None)
-        self.histograms: dict[str, Histogram] = {
-            name: Histogram(
-                name,
-                specs[name].help,
-                list(specs[name].labels),
-                registry=None,
-                buckets=m.DURATION_BUCKETS,
-            )
-            for name in _HISTOGRAMS
-        }
-
-
-_metrics: _Metrics | None = None
-_metrics_lock = threading.Lock()
-
-
-def _get_metrics() -> _Metrics:
-    global _metrics
-    with _metrics_lock:
-        if _metrics is None:
-            _metrics = _Metrics()
-        return _metrics
-
-
-def _add_histogram(child: Any, now: StatsHistogram, before: StatsHistogram | None) -> None:
-    """Add the observations made since ``before`` to a prometheus_client histogram child."""
-    buckets = getattr(child, "_buckets", None)
-    total = getattr(child, "_sum", None)
-    for i, count in enumerate(now.counts):
-        delta = count - (before.counts[i] if before is not None else 0)
-        if delta <= 0:
-            continue
-        if buckets is not None and len(buckets) == len(now.counts):
-            buckets[i].inc(delta)
-        else:  # pragma: no cover - prometheus_client changed its internals
-            bound = now.bounds[i] if i < len(now.bounds) else now.bounds[-1] * 2
-            for _ in range(delta):
-                child.observe(bound)
-    sum_delta = now.sum - (before.sum if before is not None else 0.0)
-    if sum_delta and total is not None:
-        total.inc(sum_delta)
-
-
 class MultiprocessWriter:
     """Copies one pool's state into this process's multiprocess files, off the hot path.
 
@@ -218,7 +142,8 @@ class MultiprocessWriter:
 
     def __init__(self, tracker: PoolTracker) -> None:
         self.tracker = tracker
-        self._metrics = _get_metrics()
+        self._metrics = get_metrics()
+        self._routes = RouteSeries(self._metrics, tracker.name)
         self._last: StatsSnapshot | None = None
         self._last_gauges: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -272,6 +197,7 @@ class MultiprocessWriter:
             except OSError as exc:  # the directory went away under a running server
                 self._ready = False
                 self._last_gauges = {}
+                self._routes.forget_gauges()
                 _log_directory_problem(directory_problem() or f"{ENV_VAR}: {exc}")
                 return
             self._last = snap
@@ -305,7 +231,8 @@ class MultiprocessWriter:
         for name, attr in _HISTOGRAMS.items():
             before = getattr(last, attr) if last is not None else None
             child = self._metrics.histograms[name].labels(label)
-            _add_histogram(child, getattr(snap, attr), before)
+            add_histogram(child, getattr(snap, attr), before)
+        self._routes.write(snap.routes)
 
     def close(self) -> None:
         """Final flush, then zero this process's live gauges for the pool."""
@@ -316,6 +243,7 @@ class MultiprocessWriter:
                 with contextlib.suppress(OSError):
                     for name in list(self._last_gauges):
                         self._metrics.gauges[name].labels(self.tracker.name).set(0)
+                    self._routes.zero_gauges()
                 self._last_gauges.clear()
 
     # --- fork ----------------------------------------------------------------------------
@@ -325,6 +253,7 @@ class MultiprocessWriter:
         self._lock = threading.Lock()
         self._last = None
         self._last_gauges = {}
+        self._routes.reset()
         self.dormant = False
 
     def after_fork_in_parent(self) -> None:
