@@ -28,6 +28,7 @@ from promql import (
     usable,
     utilization,
 )
+from route_panels import by_route
 from server_panels import pool_sessions
 
 from poolwatch import metric_names as m
@@ -309,6 +310,7 @@ def pool_dashboard() -> dict[str, Any]:
             *overview(),
             *connections(),
             *latency(),
+            *by_route(),
             *throughput(),
             *budget(),
             *configuration(),
