@@ -4,10 +4,12 @@ poolwatch-exporter on real PostgreSQL, while the app exhausts its pool.
 On loopback:
 
 - an instrumented app (``poolwatch.instrument(engine, registry=...)``, metrics served by
-  ``prometheus_client.start_http_server``) runs a scenario: a little normal traffic, then three
-  connections checked out and never returned (a leak, all idle in transaction, one holding a
-  row lock), callers queueing and timing out, three sessions blocked on the locked row, and a
-  second engine sized beyond the server (the connection budget);
+  ``prometheus_client.start_http_server``, requests served by a FastAPI app with
+  ``RouteMiddleware`` through httpx's in-process transport) runs a scenario: a little normal
+  traffic, then three connections checked out and never returned (a leak, all idle in
+  transaction, one holding a row lock), callers queueing and timing out, three sessions
+  blocked on the locked row, and a second engine sized beyond the server (the connection
+  budget);
 - ``poolwatch-exporter`` (the console script) watches the same server;
 - Prometheus (Debian's ``prometheus``) scrapes both every second and evaluates a copy of
   ``alerts/*.rules.yml`` whose ``for:`` durations are shortened to 1 s;
@@ -93,6 +95,10 @@ CORE_PANELS = {
         "Checkout wait distribution",
         "Hold time p50 / p95 / p99",
         "New connection time p50 / p95 / p99",
+        "Connections held by route (top 10)",
+        "Connection time by route (top 10)",
+        "Hold time p95 by route (top 10)",
+        "Checkout wait p95 by route (top 10)",
         "Checkouts vs checkins",
         "Timeouts and connect errors",
         "Leaks",
@@ -235,6 +241,34 @@ class App:
         self.tasks: list[Future[Any]] = []
         self.held: list[Any] = []
         self.lock_waiters: list[Any] = []
+        self.web = self._routes()
+
+    def _routes(self) -> Any:
+        """The scenario's requests, served with RouteMiddleware: the per-route series."""
+        import httpx
+        from fastapi import FastAPI, Response
+        from sqlalchemy import exc, text
+
+        import poolwatch
+
+        web = FastAPI()
+
+        @web.get("/orders/{order_id}")
+        async def order(order_id: int) -> Response:
+            try:
+                async with self.engine.connect() as conn:
+                    await conn.execute(text("SELECT pg_sleep(0.01)"))
+            except exc.TimeoutError:
+                return Response(status_code=503)
+            return Response(str(order_id))
+
+        @web.get("/report")
+        async def report() -> Response:
+            await self.hold_everything()
+            return Response("held")
+
+        web.add_middleware(poolwatch.RouteMiddleware)
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=web), base_url="http://e2e")
 
     def run(self, coro: Any, timeout: float = 60) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
@@ -243,11 +277,8 @@ class App:
         self.tasks.append(asyncio.run_coroutine_threadsafe(coro, self.loop))
 
     async def normal_traffic(self, checkouts: int) -> None:
-        from sqlalchemy import text
-
-        for _ in range(checkouts):
-            async with self.engine.connect() as conn:
-                await conn.execute(text("SELECT pg_sleep(0.01)"))
+        for i in range(checkouts):
+            assert (await self.web.get(f"/orders/{i}")).status_code == 200
             await asyncio.sleep(0.05)
 
     async def hold_everything(self) -> None:
@@ -265,15 +296,9 @@ class App:
             self.held.append(conn)
 
     async def queue_and_time_out(self) -> None:
-        """A caller that keeps asking the exhausted pool for a connection."""
-        from sqlalchemy import exc, text
-
+        """A caller that keeps asking the exhausted pool for a connection (503 on timeout)."""
         while True:
-            try:
-                async with self.engine.connect() as conn:
-                    await conn.execute(text("SELECT 1"))
-            except exc.TimeoutError:
-                pass
+            await self.web.get("/orders/0")
 
     async def wait_for_lock(self) -> None:
         """A session outside the pool blocked on the row the pool's first connection locked."""
@@ -294,6 +319,7 @@ class App:
             for conn in self.held:
                 with contextlib.suppress(Exception):
                     await conn.close()
+            await self.web.aclose()
             await self.engine.dispose()
             await self.oversized.dispose()
 
@@ -417,7 +443,7 @@ def test_scenario_end_to_end(stack: dict[str, Any]) -> None:
     app.run(app.normal_traffic(40))
     # Then the pool is exhausted: three connections held forever (idle in transaction, one
     # locking a row), three callers queueing and timing out, three sessions blocked on the row.
-    app.run(app.hold_everything())
+    app.run(app.web.get("/report"))  # hold_everything() inside a request: GET /report
     for _ in range(3):
         app.spawn(app.queue_and_time_out())
         app.spawn(app.wait_for_lock())
@@ -497,6 +523,17 @@ def test_scenario_end_to_end(stack: dict[str, Any]) -> None:
         what=f"the per-pool lock-wait query to read the three waiters: {by_pool}",
     )
     assert lock_waiters_of(POOL) == {}
+
+    # Per route: the leaked connections are GET /report's, the timed-out waits GET /orders'.
+    held = prom_api(
+        prometheus.url,
+        "query",
+        query=f'sum by (route) ({metric_names.POOL_ROUTE_CHECKED_OUT.name}{{pool="{POOL}"}})',
+    )["data"]["result"]
+    assert {r["metric"]["route"]: r["value"][1] for r in held} == {
+        "GET /report": "3",
+        "GET /orders/{order_id}": "0",
+    }
 
     # Every dashboard query is accepted over the scenario's data; core panels have data.
     empty = panels_without_data(prometheus, load_dashboards(), CORE_PANELS)
