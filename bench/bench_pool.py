@@ -13,10 +13,16 @@ round by round in one process so machine noise hits them all alike:
   pw+otel     poolwatch with Prometheus and an OpenTelemetry MeterProvider
   in-place    poolwatch instrumenting a pool that already holds connections (the warm-up
               below), so it is changed in place instead of rebuilt
+  routes      poolwatch with per-route series (what RouteMiddleware turns on), every
+              checkout inside a request whose route the router has matched
 
 Workloads: ``async with engine.connect(): pass`` on a warm pool (pool_size=10),
 sequentially and from 50 concurrent tasks; and a FastAPI endpoint doing ``SELECT 1``
-(in-process ASGI transport) with and without poolwatch.
+(in-process ASGI transport) with and without poolwatch (with RouteMiddleware).
+
+RouteMiddleware switches per-route accounting on for every pool of its process: the pool
+workloads switch it off again after the endpoint rounds, and the ``routes`` variant's pool
+alone is built with it on, so ``poolwatch`` measures the path without the middleware.
 
     .venv/bin/python bench/bench_pool.py            # embedded PostgreSQL
     .venv/bin/python bench/bench_pool.py --dsn postgresql://...  --rounds 60
@@ -34,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextvars
 import json
 import os
 import random
@@ -52,6 +59,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 import poolwatch
 from _postgres import asyncpg_url
+from poolwatch.instrumentation.context import RequestScope, current_request, route_tracking
 from poolwatch.instrumentation.flusher import flusher
 
 Setup = Callable[[str], AsyncEngine]
@@ -163,6 +171,31 @@ def instrument_in_place(engine: AsyncEngine) -> None:
     poolwatch.instrument(engine, name="in-place", registry=CollectorRegistry(), leak_threshold=30)
 
 
+def make_routes(url: str) -> AsyncEngine:
+    """poolwatch with per-route accounting on for this pool only (the switch is
+    process-wide: a RouteMiddleware would turn it on for every variant's pool)."""
+    engine = make_poolwatch(url)
+    tracker = engine.sync_engine.pool._poolwatch  # type: ignore[attr-defined]
+    route_tracking.enabled = True
+    try:
+        tracker.specialise()  # the accounting closes over the flag
+    finally:
+        route_tracking.enabled = False
+    return engine
+
+
+class _Route:
+    path = "/items/{item_id}"
+
+
+async def in_request(measure: Any) -> float:
+    """Run ``measure`` (a coroutine) as a task inside a request Starlette has routed."""
+    context = contextvars.copy_context()
+    context.run(current_request.set, RequestScope({"method": "GET", "route": _Route()}))
+    result: float = await asyncio.get_running_loop().create_task(measure, context=context)
+    return result
+
+
 VARIANTS: dict[str, Setup] = {
     "bare": make_bare,
     "poolwatch": make_poolwatch,
@@ -171,7 +204,10 @@ VARIANTS: dict[str, Setup] = {
     "otel": make_otel,
     "pw+otel": make_poolwatch_otel,
     "in-place": make_bare,
+    "routes": make_routes,
 }
+# Variants whose checkouts run inside a request (current_request set, route matched).
+IN_REQUEST = {"routes"}
 # Variants finished after the warm-up, once their pool holds connections.
 AFTER_WARM_UP: dict[str, Callable[[AsyncEngine], None]] = {"in-place": instrument_in_place}
 
@@ -243,6 +279,7 @@ async def run(url: str, rounds: int, ops: int, variants: list[str]) -> dict[str,
     for _, engine in apps.values():
         await engine.dispose()
     endpoint_times = {"bare": endpoint[False], "poolwatch": endpoint[True]}
+    route_tracking.enable(False)  # the endpoint's RouteMiddleware turned it on (see above)
 
     engines = {name: VARIANTS[name](url) for name in variants}
     for name, engine in engines.items():
@@ -264,7 +301,8 @@ async def run(url: str, rounds: int, ops: int, variants: list[str]) -> dict[str,
             order = list(variants)
             shuffle.shuffle(order)
             for name in order:
-                per_op = await measure(engines[name], ops)
+                run_one = measure(engines[name], ops)
+                per_op = await (in_request(run_one) if name in IN_REQUEST else run_one)
                 # What pw+otel buffered is its cost, whether the background flusher got to
                 # it during the round or not: flushed here, and charged to the variant.
                 flush_started = time.perf_counter()

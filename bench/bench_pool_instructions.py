@@ -10,6 +10,13 @@ times and the median is reported with the spread.
 
     .venv/bin/python bench/bench_pool_instructions.py            # embedded PostgreSQL
     .venv/bin/python bench/bench_pool_instructions.py --variants bare,poolwatch --concurrency 50
+    .venv/bin/python bench/bench_pool_instructions.py --variants poolwatch,poolwatch-routes
+    .venv/bin/python bench/bench_pool_instructions.py --workload endpoint \
+        --variants poolwatch-no-routes,poolwatch
+
+``poolwatch-routes``: RouteMiddleware built and every checkout inside a matched request
+(per-route series on); ``poolwatch-no-routes``: instrumented, without RouteMiddleware (for
+the endpoint workload, where the other poolwatch variants add it).
 
 Needs ``valgrind`` (Debian package). Takes a few minutes: every run is ~40x slower than
 native.
@@ -62,6 +69,13 @@ async def main():
         accounting.EXEMPLAR_MIN_SECONDS = 0.05
         tr.specialise()  # the accounting closes over the histograms and the threshold
 
+    if variant == "poolwatch-routes":
+        # RouteMiddleware built (as Starlette does at the first request): per-route series on
+        poolwatch.instrument(engine, name="b", registry=CollectorRegistry(), leak_threshold=30)
+        poolwatch.RouteMiddleware(None)
+    elif variant == "poolwatch-no-routes":  # the endpoint workload without RouteMiddleware
+        poolwatch.instrument(engine, name="b", registry=CollectorRegistry(), leak_threshold=30)
+
     if variant == "poolwatch-in-place":
         # instrument() after the warm-up below, on a pool that already holds connections:
         # it is changed in place (its class swapped), not rebuilt.
@@ -84,13 +98,26 @@ async def main():
             async with engine.connect() as conn:
                 return {"v": (await conn.execute(sa.text("select 1"))).scalar_one()}
 
-        if variant != "bare":
+        if variant not in ("bare", "poolwatch-no-routes"):
             app.add_middleware(poolwatch.RouteMiddleware)
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://b")
 
         async def worker(k):
             for _ in range(k):
                 assert (await client.get("/one")).status_code == 200
+    elif variant == "poolwatch-routes":
+        # each checkout inside a request whose route the router has matched (what
+        # RouteMiddleware and Starlette's router leave in the context)
+        from poolwatch.instrumentation.context import RequestScope, current_request
+
+        class Route:
+            path = "/items/{item_id}"
+
+        async def worker(k):
+            current_request.set(RequestScope({"method": "GET", "route": Route()}))
+            for _ in range(k):
+                async with engine.connect():
+                    pass
     else:
         async def worker(k):
             for _ in range(k):
@@ -112,6 +139,8 @@ VARIANTS = (
     "poolwatch-exact-callsite",
     "poolwatch-native-branches",
     "poolwatch-in-place",
+    "poolwatch-routes",
+    "poolwatch-no-routes",
 )
 
 
