@@ -170,7 +170,7 @@ def route_samples(server: Server) -> dict[tuple[str, str], float]:
 def test_route_series_sum_over_workers(pg: PgTarget, tmp_path: Path) -> None:
     srv = Server("uvicorn", pg, tmp_path, extra_env={"PW_TEST_ROUTES": "1"})
     try:
-        wait_for("uvicorn to serve", lambda: srv.get("/pool"), deadline=30)
+        serving(srv)
         truth: dict[int, dict[str, int]] = {}
         holds = [1, 2, 3, 1, 2]
         for n in holds:
@@ -180,12 +180,17 @@ def test_route_series_sum_over_workers(pg: PgTarget, tmp_path: Path) -> None:
         held = ("sqlalchemy_pool_route_checked_out", "GET /hold")
         count = ("sqlalchemy_pool_route_checkout_duration_seconds_count", "GET /hold")
         returned = ("sqlalchemy_pool_route_hold_duration_seconds_count", "GET /hold")
-        want = {held: total, count: total, returned: 0}
-        wait_for(
-            "per-route series to converge",
-            lambda: all(route_samples(srv).get(k) == v for k, v in want.items()),
-        )
 
+        def routes_converged(want: dict[tuple[str, str], float], what: str) -> None:
+            until(
+                lambda: route_samples(srv),
+                holds=lambda samples: all(samples.get(k) == v for k, v in want.items()),
+                timeout=DEADLINE,
+                catch=SERVER_ERRORS,
+                what=f"{what} ({want})",
+            )
+
+        routes_converged({held: total, count: total, returned: 0}, "per-route series")
         holders = set(truth)
 
         # Give every worker's connections back (a request lands on any worker).
@@ -194,12 +199,14 @@ def test_route_series_sum_over_workers(pg: PgTarget, tmp_path: Path) -> None:
             truth[state["pid"]] = state
             return all(truth[pid]["held"] == 0 for pid in holders)
 
-        wait_for("every worker to give its connections back", released)
-        want = {held: 0, count: total, returned: total}
-        wait_for(
-            "per-route series after release",
-            lambda: all(route_samples(srv).get(k) == v for k, v in want.items()),
+        until(
+            released,
+            timeout=DEADLINE,
+            catch=SERVER_ERRORS,
+            what="every worker to give its connections back",
         )
+        want = {held: 0, count: total, returned: total}
+        routes_converged(want, "per-route series after release")
         for _ in range(3):  # whichever worker answers
             samples = route_samples(srv)
             assert all(samples.get(k) == v for k, v in want.items()), samples
