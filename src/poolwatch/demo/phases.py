@@ -4,7 +4,9 @@ metrics say while it runs (events, alerts that would fire, a summary per phase).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -96,13 +98,39 @@ class Driver:
         self.display = display
         self.duration = duration
         self.counters = Counters()
+        self.interrupted = False  # Ctrl-C (or SIGTERM / SIGHUP, turned into it) arrived
         self.phase_summaries: list[dict[str, Any]] = []
         self._seen_alerts: set[str] = set()
         self._log_offset = 0
         self._announced: set[str] = set()
 
     async def run(self) -> None:
-        """All phases, in order."""
+        """All phases, in order; returns early, with :attr:`interrupted` set, on Ctrl-C."""
+        # Ctrl-C is ours to handle, not asyncio.run()'s: its handler only cancels the main
+        # task, and a cancellation swallowed on the way (a library's timeout scope ending at
+        # the same moment) would let the demo run on to the end and exit 0. The flag is
+        # checked at every tick as well.
+        loop = asyncio.get_running_loop()
+        main = asyncio.current_task()
+
+        def stop() -> None:
+            self.interrupted = True
+            if main is not None:
+                main.cancel()
+
+        # (not possible off the main thread or on Windows: asyncio's own handler then)
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGINT, stop)
+        try:
+            await self._run()
+        except asyncio.CancelledError:
+            if not self.interrupted:
+                raise
+        finally:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(signal.SIGINT)
+
+    async def _run(self) -> None:
         import httpx
 
         limits = httpx.Limits(max_connections=100, max_keepalive_connections=50)
@@ -156,6 +184,8 @@ class Driver:
         snap = before
         try:
             while (elapsed := time.monotonic() - start) < length:
+                if self.interrupted:
+                    raise asyncio.CancelledError
                 snap = await self.snapshot()
                 numbers = snap.as_dict(self.setup.database)
                 maxima["checked_out"] = max(maxima["checked_out"], float(numbers["checked_out"]))

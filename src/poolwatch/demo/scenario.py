@@ -108,6 +108,8 @@ def run_demo(dsn: str | None, duration: float, json_lines: bool, out: TextIO) ->
         )
         driver = Driver(setup, rules, display, duration)
         asyncio.run(driver.run())
+        if driver.interrupted:
+            raise KeyboardInterrupt
         notes = [run_pgbouncer_act(res.local, display, duration)]
         if setup.exporter_metrics_url is None:
             notes.append(f"no PostgreSQL-side metrics: {setup.exporter_note}")
