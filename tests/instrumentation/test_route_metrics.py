@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 import sqlalchemy as sa
-from fastapi import FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import CollectorRegistry
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -253,3 +253,50 @@ def test_route_limit_is_validated(pg: PgTarget) -> None:
         with pytest.raises(error, match=text):
             poolwatch.instrument(engine, registry=CollectorRegistry(), route_limit=bad)  # type: ignore[arg-type]
     engine.dispose()
+
+
+async def test_router_and_mount_prefixes_are_part_of_the_route(engine: AsyncEngine) -> None:
+    """include_router(prefix=) and mount() prefixes are in the template: /v1 and /v2 mounts
+    of the same sub-application keep their own series."""
+    app = FastAPI()
+    router = APIRouter()
+
+    async def select_one() -> dict[str, int]:
+        async with engine.connect() as conn:
+            await conn.execute(sa.text("select 1"))
+        return {"ok": 1}
+
+    router.add_api_route("/orders/{order_id}", select_one)
+    app.include_router(router, prefix="/api")
+    for version in ("v1", "v2"):
+        sub = FastAPI()
+        sub.add_api_route("/users/{user_id}", select_one)
+        inner = APIRouter()
+        inner.add_api_route("/carts/{cart_id}", select_one)
+        sub.include_router(inner, prefix="/shop")
+        app.mount(f"/{version}", sub)
+    app.add_middleware(poolwatch.RouteMiddleware)
+    registry = CollectorRegistry()
+    handle = poolwatch.instrument(engine, name="app", registry=registry)
+    try:
+        async with client(app) as c:
+            for path, times in (
+                ("/api/orders/1", 1),
+                ("/v1/users/1", 2),
+                ("/v2/users/1", 3),
+                ("/v2/shop/carts/7", 1),
+            ):
+                for _ in range(times):
+                    assert (await c.get(path)).status_code == 200
+        counts = {
+            route: sample(registry, WAIT + "_count", route)
+            for route in routes_exported(registry)[WAIT]
+        }
+        assert counts == {
+            "GET /api/orders/{order_id}": 1,
+            "GET /v1/users/{user_id}": 2,
+            "GET /v2/users/{user_id}": 3,
+            "GET /v2/shop/carts/{cart_id}": 1,
+        }
+    finally:
+        handle.close()

@@ -85,11 +85,31 @@ def current_route() -> str | None:
 
 
 def route_of(scope: MutableMapping[str, Any] | None) -> str | None:
-    """``"METHOD /template"`` of an ASGI ``scope`` the router has matched, else None."""
+    """``"METHOD /template"`` of an ASGI ``scope`` the router has matched, else None.
+
+    The whole template, prefixes included: FastAPI keeps ``include_router(prefix=...)``
+    out of the matched route's ``path`` (it is in ``scope["fastapi"]``), and Starlette's
+    ``mount("/v1", app)`` puts its prefix in ``root_path`` (beyond the ``app_root_path`` it
+    started with). Without them, ``/v1/users/{id}`` and ``/v2/users/{id}`` would share one
+    series.
+    """
     if scope is None:
         return None
-    path = getattr(scope.get("route"), "path", None)
+    path = None
+    fastapi = scope.get("fastapi")
+    if isinstance(fastapi, dict):
+        path = getattr(fastapi.get("effective_route_context"), "path_format", None)
     if not isinstance(path, str):
-        return None
+        route = scope.get("route")
+        # a Mount (or Host) whose app is no router: no template of its own to name
+        if route is None or hasattr(route, "routes"):
+            return None
+        path = getattr(route, "path", None)
+        if not isinstance(path, str):
+            return None
+    top = scope.get("app_root_path")
+    root = scope.get("root_path")
+    if isinstance(top, str) and isinstance(root, str) and root.startswith(top):
+        path = root[len(top) :] + path
     method = scope.get("method")
     return f"{method} {path}" if method else path
