@@ -72,7 +72,8 @@ def _add_demo(sub: Any) -> None:
         "--duration",
         type=seconds,
         default=60.0,
-        help="seconds for the whole walk (default 60, min 12)",
+        help="seconds for the four phases (default 60, min 12); the PgBouncer act, when "
+        "pgbouncer is installed, and start-up add about 15-30 s",
     )
     add_json_flag(p, "JSON lines instead of the live table")
 

