@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from poolwatch.demo.display import Display, Phase
+from poolwatch.demo.display import Display, Phase, Progress
 from poolwatch.demo.metrics import Samples, Snapshot
 
 SGR = re.compile(r"\x1b\[[0-9;]*m")
@@ -53,8 +53,10 @@ def test_a_pipe_gets_plain_lines_without_escape_codes() -> None:
     display = Display(out, json_lines=False)
     display.phase(2, 4, PHASE)
     display.event("something", "alert")
-    display.update(PHASE, 2, 4, 1.0, 6.0, *snapshot(10.0), alerts=[])
-    display.update(PHASE, 2, 4, 2.0, 6.0, *snapshot(11.0), alerts=[])  # within 3 s: no line
+    display.update(Progress(PHASE, 2, 4, 1.0, 6.0), *snapshot(10.0), alerts=[])
+    display.update(
+        Progress(PHASE, 2, 4, 2.0, 6.0), *snapshot(11.0), alerts=[]
+    )  # within 3 s: no line
     text = out.getvalue()
     assert "\x1b" not in text
     assert text.splitlines() == [
@@ -74,9 +76,9 @@ def test_a_terminal_gets_the_live_panel_in_colour(
     out, leader = terminal
     display = Display(out, json_lines=False)
     assert display.tty
-    display.update(PHASE, 2, 4, 1.0, 6.0, *snapshot(10.0), alerts=[])
+    display.update(Progress(PHASE, 2, 4, 1.0, 6.0), *snapshot(10.0), alerts=[])
     display.event("first timeout")
-    display.update(PHASE, 2, 4, 2.0, 6.0, *snapshot(11.0), alerts=[])
+    display.update(Progress(PHASE, 2, 4, 2.0, 6.0), *snapshot(11.0), alerts=[])
     display.summary({"phases": []})
     text = drain(leader)
     assert COLOUR.search(text)
@@ -93,7 +95,7 @@ def test_no_color_keeps_the_panel_without_colour(
     monkeypatch.setenv("NO_COLOR", "1")
     out, leader = terminal
     display = Display(out, json_lines=False)
-    display.update(PHASE, 2, 4, 1.0, 6.0, *snapshot(10.0), alerts=[])
+    display.update(Progress(PHASE, 2, 4, 1.0, 6.0), *snapshot(10.0), alerts=[])
     display.cleanup({"processes": [], "left_behind": [], "removed": []})
     text = drain(leader)
     assert "checked out 7/7" in SGR.sub("", text)
@@ -108,7 +110,7 @@ def test_a_dumb_terminal_gets_plain_lines(
     out, leader = terminal
     display = Display(out, json_lines=False)
     assert not display.tty
-    display.update(PHASE, 2, 4, 1.0, 6.0, *snapshot(10.0), alerts=[])
+    display.update(Progress(PHASE, 2, 4, 1.0, 6.0), *snapshot(10.0), alerts=[])
     out.flush()
     text = drain(leader)
     assert "\x1b" not in text

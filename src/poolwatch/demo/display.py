@@ -37,6 +37,17 @@ class Phase:
     fraction: float
 
 
+@dataclass(frozen=True)
+class Progress:
+    """Where the walk is: ``phase`` (``index`` of ``total``), ``elapsed`` of ``length`` s."""
+
+    phase: Phase
+    index: int
+    total: int
+    elapsed: float
+    length: float
+
+
 class Display:
     """Writes the demo's progress to ``out`` in the chosen form."""
 
@@ -110,17 +121,14 @@ class Display:
 
     def update(
         self,
-        phase: Phase,
-        index: int,
-        total: int,
-        elapsed: float,
-        length: float,
+        progress: Progress,
         snap: Snapshot,
         numbers: dict[str, Any],
         alerts: list[tuple[AlertRule, str]],
     ) -> None:
         """Show the latest numbers (redrawn in place on a terminal)."""
         names = [rule.name for rule, _ in alerts]
+        phase, elapsed, length = progress.phase, progress.elapsed, progress.length
         if self.json:
             self._emit(
                 "snapshot",
@@ -144,7 +152,7 @@ class Display:
                 f"alerts: {', '.join(names) or 'none'}"
             )
             return
-        panel = self._panel(phase, index, total, elapsed, length, n, alerts)
+        panel = self._panel(progress, n, alerts)
         if self._live is None:
             # auto_refresh off: redrawn here only, so no thread writes while events print
             self._live = Live(panel, console=self.console, auto_refresh=False, transient=True)
@@ -153,15 +161,9 @@ class Display:
             self._live.update(panel, refresh=True)
 
     def _panel(
-        self,
-        phase: Phase,
-        index: int,
-        total: int,
-        elapsed: float,
-        length: float,
-        n: dict[str, Any],
-        alerts: list[tuple[AlertRule, str]],
+        self, progress: Progress, n: dict[str, Any], alerts: list[tuple[AlertRule, str]]
     ) -> Table:
+        phase, elapsed, length = progress.phase, progress.elapsed, progress.length
         done = min(int(BAR_WIDTH * elapsed / length), BAR_WIDTH) if length else BAR_WIDTH
         bar = "#" * done + "-" * (BAR_WIDTH - done)
         cap = n["pool_size"] + n["max_overflow"]
@@ -170,7 +172,8 @@ class Display:
         grid.add_column(no_wrap=True, style="bold")
         grid.add_column(overflow="fold")  # long values wrap inside the cell, counted by rich
         grid.add_row(
-            f"phase {index}/{total}", f"{phase.key}  [{bar}] {elapsed:4.1f}/{length:.0f} s"
+            f"phase {progress.index}/{progress.total}",
+            f"{phase.key}  [{bar}] {elapsed:4.1f}/{length:.0f} s",
         )
         grid.add_row(
             "app pool",

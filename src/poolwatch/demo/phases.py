@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from poolwatch.demo.app import MAX_OVERFLOW, POOL_SIZE, POOL_TIMEOUT
-from poolwatch.demo.display import Display, Phase
+from poolwatch.demo.display import Display, Phase, Progress
 from poolwatch.demo.metrics import AlertRule, Samples, Snapshot, firing
 
 LEAK_THRESHOLD = 3.0
@@ -199,9 +199,8 @@ class Driver:
                 for rule, _ in alerts:
                     if rule.name not in alerts_seen:
                         alerts_seen.append(rule.name)
-                self.display.update(
-                    phase, index, len(PHASES), elapsed, length, snap, numbers, alerts
-                )
+                progress = Progress(phase, index, len(PHASES), elapsed, length)
+                self.display.update(progress, snap, numbers, alerts)
                 await asyncio.sleep(max(0.05, min(TICK, length - (time.monotonic() - start))))
         finally:
             for task in tasks:
