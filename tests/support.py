@@ -230,3 +230,15 @@ async def terminate_backend(dsn: str, pid: int) -> None:
         )
     finally:
         await admin.close()
+
+
+async def pre_ping_finds_a_dead_connection(engine: Any, dsn: str) -> None:
+    """Kill the server side of a pooled connection, then check out again: pre-ping finds it
+    dead, the pool invalidates it and reconnects (``engine`` has ``pool_pre_ping=True``)."""
+    import sqlalchemy as sa
+
+    async with engine.connect() as conn:
+        pid = (await conn.execute(sa.text("select pg_backend_pid()"))).scalar()
+    await terminate_backend(dsn, pid)
+    async with engine.connect() as conn:
+        assert (await conn.execute(sa.text("select 1"))).scalar() == 1

@@ -25,7 +25,13 @@ from sqlalchemy.util.queue import AsyncAdaptedQueue, QueueCommon
 import poolwatch
 from poolwatch.instrumentation.listeners import invalidation_reason
 from poolwatch.metric_names import INVALIDATION_REASONS
-from support import PgTarget, terminate_backend, until_async, until_pool_sample
+from support import (
+    PgTarget,
+    pre_ping_finds_a_dead_connection,
+    terminate_backend,
+    until_async,
+    until_pool_sample,
+)
 from support import hold_connections as hold
 from support import pool_sample as value
 
@@ -236,11 +242,7 @@ async def test_pre_ping_invalidation_is_counted(pg: PgTarget, registry: Collecto
     engine = create_async_engine(pg.url(), pool_size=2, pool_pre_ping=True)
     poolwatch.instrument(engine, name="ping", registry=registry)
     try:
-        async with engine.connect() as conn:
-            pid = (await conn.execute(sa.text("select pg_backend_pid()"))).scalar()
-        await terminate_backend(pg.dsn, pid)
-        async with engine.connect() as conn:
-            assert (await conn.execute(sa.text("select 1"))).scalar() == 1
+        await pre_ping_finds_a_dead_connection(engine, pg.dsn)
         assert (
             value(registry, "sqlalchemy_pool_invalidations_total", "ping", reason="pre_ping") == 1
         )

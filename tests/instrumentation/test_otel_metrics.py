@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 import poolwatch
 from poolwatch.metric_names import DURATION_BUCKETS
-from support import PgTarget, terminate_backend, until_pool_sample
+from support import PgTarget, pre_ping_finds_a_dead_connection, until_pool_sample
 from support import hold_connections as hold
 from support import pool_sample as prom
 
@@ -172,11 +172,7 @@ async def test_invalidation_same_numbers(
     engine = create_async_engine(pg.url(), pool_size=2, pool_pre_ping=True)
     poolwatch.instrument(engine, name="ping", registry=registry, meter_provider=otel.provider)
     try:
-        async with engine.connect() as conn:
-            pid = (await conn.execute(sa.text("select pg_backend_pid()"))).scalar()
-        await terminate_backend(pg.dsn, pid)
-        async with engine.connect() as conn:
-            assert (await conn.execute(sa.text("select 1"))).scalar() == 1
+        await pre_ping_finds_a_dead_connection(engine, pg.dsn)
         otel.collect()
         reason = {"poolwatch.invalidation.reason": "pre_ping"}
         assert otel.value("poolwatch.pool.invalidations", "ping", **reason) == 1

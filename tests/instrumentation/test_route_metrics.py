@@ -4,6 +4,7 @@ hold time, checkout wait and connections held by route template, bounded by rout
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from bisect import bisect_left
 from collections.abc import AsyncIterator, Iterator
@@ -108,6 +109,20 @@ def build_app(engine: AsyncEngine) -> tuple[FastAPI, dict[str, asyncio.Event]]:
     return app, events
 
 
+@contextlib.asynccontextmanager
+async def holding_one(
+    http: httpx.AsyncClient, events: dict[str, asyncio.Event]
+) -> AsyncIterator[None]:
+    """Inside: GET /hold is holding its connection; on the way out it returns it (200)."""
+    holding = asyncio.ensure_future(http.get("/hold"))
+    await asyncio.wait_for(events["holding"].wait(), 10)
+    try:
+        yield
+    finally:
+        events["release"].set()
+        assert (await holding).status_code == 200
+
+
 def client(app: FastAPI) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app")
 
@@ -160,16 +175,12 @@ async def test_connections_held_now_by_route(engine: AsyncEngine) -> None:
     registry = CollectorRegistry()
     handle = poolwatch.instrument(engine, name="app", registry=registry)
     app, events = build_app(engine)
-    async with client(app) as http:
-        holding = asyncio.ensure_future(http.get("/hold"))
-        await asyncio.wait_for(events["holding"].wait(), 10)
+    async with client(app) as http, holding_one(http, events):
         assert (await http.get("/items/1")).status_code == 200  # the second connection
         assert sample(registry, HELD, "GET /hold") == 1
         assert sample(registry, HELD, ITEM) == 0
         assert sample(registry, HOLD + "_count", "GET /hold") == 0  # not returned yet
         assert registry.get_sample_value("sqlalchemy_pool_checked_out", {"pool": "app"}) == 1
-        events["release"].set()
-        assert (await holding).status_code == 200
     assert sample(registry, HELD, "GET /hold") == 0
     assert sample(registry, HOLD + "_count", "GET /hold") == 1
     handle.close()
@@ -180,13 +191,9 @@ async def test_a_failed_wait_counts_for_its_route(pg: PgTarget) -> None:
     registry = CollectorRegistry()
     handle = poolwatch.instrument(engine, name="app", registry=registry)
     app, events = build_app(engine)
-    async with client(app) as http:
-        holding = asyncio.ensure_future(http.get("/hold"))
-        await asyncio.wait_for(events["holding"].wait(), 10)
+    async with client(app) as http, holding_one(http, events):
         with pytest.raises(PoolTimeoutError):
             await http.get("/r/1")  # httpx's in-process transport re-raises the app's error
-        events["release"].set()
-        assert (await holding).status_code == 200
     assert registry.get_sample_value("sqlalchemy_pool_timeouts_total", {"pool": "app"}) == 1
     assert sample(registry, WAIT + "_count", "GET /r/{n}") == 1
     waited = sample(registry, WAIT + "_sum", "GET /r/{n}")
