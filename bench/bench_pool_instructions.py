@@ -4,9 +4,19 @@ to bench_pool.py's wall-clock ratios.
 For each variant it runs a child Python under ``valgrind --tool=callgrind`` twice, doing
 ``--small`` and ``--large`` ``async with engine.connect(): pass`` operations (after the same
 warm-up), and reports (instructions(large) - instructions(small)) / (large - small): the
-cost of one operation with start-up and imports cancelled out. Asyncio's polling makes the
-count vary by a few thousand instructions between runs, so each variant runs ``--repeat``
-times and the median is reported with the spread.
+cost of one operation with start-up and imports cancelled out.
+
+One process's count is not a measurement of the code alone: it depends on the process's
+layout. CPython 3.11 caches type attribute lookups in one 4,096-slot table indexed by the
+type's version tag and the name's address, and two lookups made on every checkout that
+land in the same slot evict each other. Which ones do changes with any class created
+earlier, so the same code reads 211k-229k instructions per bare checkout from one layout
+to the next (seen here, 2026-12-02), far more than any difference worth measuring. Run
+``r`` therefore creates ``37 * r`` classes before the engine, which moves every later
+version tag, and each variant is run in the same ``--repeat`` layouts; the median over
+layouts is reported, with its quartiles. (Mytkowicz et al., "Producing wrong data without
+doing anything obviously wrong!", ASPLOS 2009, found the same with link order and
+environment size.)
 
     .venv/bin/python bench/bench_pool_instructions.py            # embedded PostgreSQL
     .venv/bin/python bench/bench_pool_instructions.py --variants bare,poolwatch --concurrency 50
@@ -18,8 +28,8 @@ times and the median is reported with the spread.
 (per-route series on); ``poolwatch-no-routes``: instrumented, without RouteMiddleware (for
 the endpoint workload, where the other poolwatch variants add it).
 
-Needs ``valgrind`` (Debian package). Takes a few minutes: every run is ~40x slower than
-native.
+Needs ``valgrind`` (Debian package). Takes several minutes: every run is ~40x slower than
+native, and there are 2 x ``--repeat`` runs per variant, two at a time.
 """
 
 from __future__ import annotations
@@ -41,8 +51,13 @@ import asyncio, sys
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import create_async_engine
 import poolwatch
-variant, n, tasks, url, workload = sys.argv[1:6]
+variant, n, tasks, url, workload, layout = sys.argv[1:7]
 n, tasks = int(n), int(tasks)
+# The layout: classes that take CPython's next type version tags before the engine's do,
+# so which (type, attribute) lookups share a slot of its method cache changes with it.
+_layout = [type(f"Layout{i}", (), {}) for i in range(int(layout) * 37)]
+for _cls in _layout:
+    getattr(_cls, "tagged", None)
 
 async def main():
     # (pool_timeout: under valgrind, on a busy machine, 50 tasks can wait longer than 30 s)
@@ -145,7 +160,14 @@ VARIANTS = (
 
 
 def count(
-    script: Path, variant: str, n: int, tasks: int, url: str, workload: str, out: Path
+    script: Path,
+    variant: str,
+    n: int,
+    tasks: int,
+    url: str,
+    workload: str,
+    layout: int,
+    out: Path,
 ) -> int:
     result = subprocess.run(
         [
@@ -159,6 +181,7 @@ def count(
             str(tasks),
             url,
             workload,
+            str(layout),
         ],
         capture_output=True,
         text=True,
@@ -190,9 +213,11 @@ def main() -> None:
     parser.add_argument(
         "--repeat",
         type=int,
-        default=3,
-        help="runs per variant; the median per-op count is reported, with the spread",
+        default=9,
+        help="layouts per variant (run r in layout r); the median per-op count is reported, "
+        "with its quartiles",
     )
+    parser.add_argument("--each", action="store_true", help="also print every layout's count")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         sys.exit("bench_pool_instructions: valgrind is not installed (apt-get install valgrind)")
@@ -216,6 +241,7 @@ def main() -> None:
                             args.concurrency,
                             url,
                             args.workload,
+                            job[2],
                             Path(tmp) / f"cg.{job[0]}.{job[1]}.{job[2]}",
                         ),
                         jobs,
@@ -223,15 +249,15 @@ def main() -> None:
                     strict=True,
                 )
             )
-    # One per-op figure per run (large minus small of the same repetition); the median run.
-    runs = {
-        v: sorted(
+    # One per-op figure per layout (large minus small in that layout).
+    per_layout = {
+        v: [
             (counts[(v, args.large, r)] - counts[(v, args.small, r)]) / (args.large - args.small)
             for r in range(args.repeat)
-        )
+        ]
         for v in variants
     }
-    per_op = {v: statistics.median(values) for v, values in runs.items()}
+    per_op = {v: statistics.median(values) for v, values in per_layout.items()}
     what = (
         "`async with engine.connect(): pass`"
         if args.workload == "checkout"
@@ -239,14 +265,19 @@ def main() -> None:
     )
     print(
         f"instructions per {what}, {args.concurrency} task(s), "
-        f"({args.large} - {args.small} operations), median of {args.repeat} runs"
+        f"({args.large} - {args.small} operations), median over {args.repeat} layouts"
     )
     for v in variants:
-        spread = f"{runs[v][0]:,.0f}..{runs[v][-1]:,.0f}"
+        values = per_layout[v]
+        quartiles = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
         print(
             f"  {v:<30} {per_op[v]:10,.0f}   ratio {per_op[v] / per_op['bare']:.3f}"
-            f"   (runs {spread})"
+            f"   (layouts p25-p75 {quartiles[0]:,.0f}..{quartiles[2]:,.0f},"
+            f" {min(values):,.0f}..{max(values):,.0f} in all)"
         )
+    if args.each:
+        for v in variants:
+            print(f"  {v} by layout: " + " ".join(f"{x:,.0f}" for x in per_layout[v]))
 
 
 if __name__ == "__main__":
