@@ -1,4 +1,4 @@
-"""The metric contract: names in metric_names.py, docs/metrics.md, dashboards and rules agree.
+"""The metric contract: names in metric_names, docs/metrics.md, dashboards and rules agree.
 
 Every metric a dashboard panel, a dashboard variable or an alert/recording rule selects must
 be one poolwatch registers (``poolwatch.metric_names``; histogram ``_bucket``/``_sum``/
@@ -26,7 +26,7 @@ from prom_support import (
 
 
 def registered() -> dict[str, metric_names.MetricSpec]:
-    """Every MetricSpec defined in metric_names.py, by name."""
+    """Every MetricSpec defined in metric_names, by name."""
     specs = [v for v in vars(metric_names).values() if isinstance(v, metric_names.MetricSpec)]
     return {spec.name: spec for spec in specs}
 
@@ -47,7 +47,7 @@ def referenced() -> dict[str, set[str]]:
 
 
 def spec_tables() -> dict[str, tuple[metric_names.MetricSpec, ...]]:
-    """The tables of metric_names.py that collectors register from (INSTRUMENTATION_METRICS...)."""
+    """The tables of metric_names that collectors register from (INSTRUMENTATION_METRICS...)."""
     return {
         name: value
         for name, value in vars(metric_names).items()
@@ -70,7 +70,7 @@ def test_the_contract_lists_metrics() -> None:
         in_table = [spec.name for spec in listed]
         assert len(in_table) == len(set(in_table)), f"{table} lists a metric twice"
         unnamed = [spec.name for spec in listed if specs.get(spec.name) is not spec]
-        assert not unnamed, f"{table}: not a named MetricSpec of metric_names.py: {unnamed}"
+        assert not unnamed, f"{table}: not a named MetricSpec of metric_names: {unnamed}"
     for spec in specs.values():
         assert spec.type in {"gauge", "counter", "histogram", "info"}, spec
         assert re.fullmatch(r"[a-z_][a-z0-9_]*", spec.name), spec.name
@@ -90,7 +90,7 @@ def test_every_referenced_metric_is_registered() -> None:
         if name in specs or (base in specs and specs[base].type == "histogram"):
             continue
         unknown[name] = sorted(places)
-    assert not unknown, f"referenced but not in metric_names.py: {unknown}"
+    assert not unknown, f"referenced but not in metric_names: {unknown}"
 
 
 def test_referenced_histogram_series_exist() -> None:
@@ -108,5 +108,5 @@ def test_referenced_histogram_series_exist() -> None:
 def test_every_registered_metric_is_documented(name: str) -> None:
     text = (REPO / "docs" / "metrics.md").read_text()
     assert re.search(rf"(?<![A-Za-z0-9_]){re.escape(name)}(?![A-Za-z0-9_])", text), (
-        f"{name} is registered (metric_names.py) but not documented in docs/metrics.md"
+        f"{name} is registered (metric_names) but not documented in docs/metrics.md"
     )

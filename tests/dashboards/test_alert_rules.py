@@ -6,7 +6,7 @@
 - ``amtool check-config`` on the example Alertmanager config, and its routing by severity;
 - conventions: a shared CamelCase prefix, ``for:`` on every alert, ``severity``, ``summary``,
   a templated ``description`` and a ``runbook_url`` whose anchor exists in docs/runbook.md;
-- no ``rate()``/``irate()``/``increase()`` over a gauge (types from metric_names.py);
+- no ``rate()``/``irate()``/``increase()`` over a gauge (types from metric_names);
 - the committed files are dashboards/generate.py's output, from poolwatch.thresholds.
 """
 
