@@ -22,9 +22,9 @@ from threading import current_thread
 from time import time
 from typing import TYPE_CHECKING, Any
 
-from poolwatch.instrumentation.context import current_request, route_tracking
+from poolwatch.instrumentation.context import route_tracking
 from poolwatch.instrumentation.exemplars import trace_labels
-from poolwatch.instrumentation.routes import NO_REQUEST, UNMATCHED
+from poolwatch.instrumentation.routes import current_key as route_key
 
 if TYPE_CHECKING:
     from poolwatch.instrumentation.tracker import PoolTracker
@@ -69,7 +69,6 @@ def specialise(tracker: PoolTracker) -> tuple[CheckoutFn, CheckinFn]:
     route_table = stats.routes
     route_entry = route_table.by_route.get
     add_route = route_table.add
-    request_var = current_request.get
 
     def checkout_succeeded(record: Any, started: float, now: float) -> None:
         waited = now - started
@@ -96,20 +95,13 @@ def specialise(tracker: PoolTracker) -> tuple[CheckoutFn, CheckinFn]:
                 checkout_hist.sum += waited
                 active[record] = now
                 if per_route:
-                    request = request_var()
-                    if request is None:
-                        route = None
-                        key = NO_REQUEST
-                    else:
-                        route = request.route
-                        if route is None:
-                            route = request.match()  # None until the router has matched
-                        key = UNMATCHED if route is None else route
+                    route, key = route_key()
                     entry = route_entry(key)
                     if entry is None:
                         entry = add_route(key)
                     entry.checkout.observe(waited)
-                    # checkin finds the entry here; leak reports name the route from here
+                    # checkin finds the entry here (routes.RECORD_ATTR, spelled out: a
+                    # store to a constant name is specialised); leak reports read the route
                     record._poolwatch_routestats = entry
                     record._poolwatch_route = route
                 if capture_sites:

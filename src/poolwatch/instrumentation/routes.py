@@ -113,8 +113,8 @@ class RouteTable:
 
 
 def current_key() -> tuple[str | None, str]:
-    """``(route template or None, table key)`` of the code running now (slow paths only;
-    the accounting inlines the same steps)."""
+    """``(route template or None, table key)`` of the code running now: ``None`` and
+    NO_REQUEST outside a request, ``None`` and UNMATCHED before the router has matched."""
     request = current_request.get()
     if request is None:
         return None, NO_REQUEST
