@@ -54,9 +54,8 @@ def test_a_pipe_gets_plain_lines_without_escape_codes() -> None:
     display.phase(2, 4, PHASE)
     display.event("something", "alert")
     display.update(Progress(PHASE, 2, 4, 1.0, 6.0), *snapshot(10.0), alerts=[])
-    display.update(
-        Progress(PHASE, 2, 4, 2.0, 6.0), *snapshot(11.0), alerts=[]
-    )  # within 3 s: no line
+    # within 3 s of the last line: no new line
+    display.update(Progress(PHASE, 2, 4, 2.0, 6.0), *snapshot(11.0), alerts=[])
     text = out.getvalue()
     assert "\x1b" not in text
     assert text.splitlines() == [
